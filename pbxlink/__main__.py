@@ -1,0 +1,3 @@
+from pbxlink.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""The call tracker: a sans-IO state machine from AMI events to call records."""
+
+from pbxlink.calls.record import RECORD_FIELDS, CallRecord
+from pbxlink.calls.rules import ChannelRules
+from pbxlink.calls.tracker import CallTracker, TrackerConfig
+from pbxlink.calls.updates import (
+    Answered,
+    CallEnded,
+    CallStarted,
+    CallUpdate,
+    RingEnded,
+    Ringing,
+    Transferred,
+)
+
+__all__ = [
+    "RECORD_FIELDS",
+    "Answered",
+    "CallEnded",
+    "CallRecord",
+    "CallStarted",
+    "CallTracker",
+    "CallUpdate",
+    "ChannelRules",
+    "RingEnded",
+    "Ringing",
+    "TrackerConfig",
+    "Transferred",
+]

@@ -1,0 +1,341 @@
+"""One small handler per AMI event, in one dispatch table (as Wazo's CEL interpreters do).
+
+Each handler reads the fields it needs with `.get` (a garbled event lacks some) and changes
+the tracker's state through its helpers, which emit the updates. An event about a channel the
+tracker does not know (already hung up, or from before a gap) is ignored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pbxlink.calls.rules import ChannelRules, Kind, local_pair_key
+from pbxlink.calls.state import Channel, Leg, clean_cid
+from pbxlink.calls.tracker import DIAL_OUTCOME
+from pbxlink.calls.updates import RingOutcome, Transferred
+
+if TYPE_CHECKING:
+    from pbxlink.ami.framing import Message
+    from pbxlink.calls.tracker import CallTracker
+
+Handler = Callable[["CallTracker", "Message", float], None]
+
+#: bridges that hold several unrelated calls: a conference or a parking lot joins no calls
+NON_MIXING = ("softmix", "holding_bridge")
+
+
+def on_newchannel(t: CallTracker, msg: Message, at: float) -> None:
+    t.add_channel(msg, at, at)
+
+
+def on_newcallerid(t: CallTracker, msg: Message, at: float) -> None:
+    channel = t.touch(msg, at)
+    if channel is None or channel is not channel.call.caller or channel.kind is not Kind.TRUNK:
+        return  # a phone's caller ID is rewritten for outbound calls: keep the first one
+    if not channel.cid_name:
+        channel.cid_name = clean_cid(msg.get("CallerIDName"))
+    if not channel.cid_num:
+        channel.cid_num = clean_cid(msg.get("CallerIDNum"))
+
+
+def on_dial_begin(t: CallTracker, msg: Message, at: float) -> None:
+    dest = t.channels.get(msg.get("DestUniqueid", ""))
+    if dest is None:
+        return
+    originate = "Uniqueid" not in msg  # AMI Originate: the Dial* events name no caller
+    dialer = None if originate else t.channels.get(msg["Uniqueid"])
+    dest.call.last_at = at
+    t.begin_leg(dialer, dest, msg.get("DialString", ""), at, originate=originate)
+
+
+def on_dial_end(t: CallTracker, msg: Message, at: float) -> None:
+    dest = t.channels.get(msg.get("DestUniqueid", ""))
+    if dest is None:
+        return
+    call = dest.call
+    call.last_at = at
+    leg = call.legs.get(dest.uniqueid)
+    if leg is None or not leg.ringing:
+        return  # app_queue repeats DialEnd for the same leg
+    status = msg.get("DialStatus", "")
+    outcome = DIAL_OUTCOME.get(status, "failed")
+    if dest.kind is Kind.LOCAL and outcome in ("no_answer", "busy", "failed"):
+        _hint_local_pair(t, dest, outcome)
+    if outcome == "answered" and dest.kind is Kind.LOCAL:
+        leg.outcome = "answered"  # the phone behind the Local pair answers on its own leg
+        return
+    t.end_leg(leg, outcome, at)
+
+
+def _hint_local_pair(t: CallTracker, half: Channel, outcome: RingOutcome) -> None:
+    """A Local ;1 leg that rang out: the phone its ;2 dials gets a CANCEL, but really rang out."""
+    key = local_pair_key(half.name)
+    for leg in half.call.legs.values():
+        dialer = t.channels.get(leg.dialer or "")
+        if dialer is not None and dialer.kind is Kind.LOCAL and dialer.endpoint == key:
+            leg.hint = outcome
+
+
+def on_agent_ring_no_answer(t: CallTracker, msg: Message, at: float) -> None:
+    """The queue's member timeout expired (RingTime is in milliseconds): a real no-answer."""
+    dest = t.channels.get(msg.get("DestUniqueid", ""))
+    if dest is None:
+        return
+    leg = dest.call.legs.get(dest.uniqueid)
+    if leg is not None:
+        leg.hint = "no_answer"
+    if dest.kind is Kind.LOCAL:
+        _hint_local_pair(t, dest, "no_answer")
+
+
+def on_hangup_request(t: CallTracker, msg: Message, at: float) -> None:
+    """The far end of `Channel` hung up. For the caller, before an answer: who was waiting?"""
+    channel = t.touch(msg, at)
+    if channel is None:
+        return
+    call = channel.call
+    if channel is call.caller and call.answered_at is None:
+        ringing = any(leg.ringing and leg.dest is not channel for leg in call.legs.values())
+        call.caller_gave_up = ringing or call.in_queue or not call.legs
+
+
+def on_hangup(t: CallTracker, msg: Message, at: float) -> None:
+    channel = t.channels.get(msg.get("Uniqueid", ""))
+    if channel is None:
+        return
+    call = channel.call
+    call.last_at = at
+    cause = _int(msg.get("Cause"))
+    if channel is call.caller:
+        call.hangup_cause = cause
+    leg = call.legs.get(channel.uniqueid)
+    if leg is not None and leg.ringing:
+        t.end_leg(leg, _cause_outcome(cause), at)
+    t.remove_channel(channel, at)
+
+
+def _cause_outcome(cause: int | None) -> RingOutcome:
+    if cause == 17:
+        return "busy"
+    if cause == 26:
+        return "answered_elsewhere"
+    if cause in (0, 16, 18, 19, 21, 31, 127, None):
+        return "no_answer"
+    return "failed"
+
+
+def on_bridge_enter(t: CallTracker, msg: Message, at: float) -> None:
+    channel = t.touch(msg, at)
+    bridge = msg.get("BridgeUniqueid")
+    if channel is None or not bridge:
+        return
+    channel.up = msg.get("ChannelStateDesc") == "Up"
+    mixing = msg.get("BridgeTechnology", "") not in NON_MIXING
+    t.enter_bridge(channel, bridge, mixing, at)
+    t.answer_by_bridge(channel.call, at)
+
+
+def on_bridge_leave(t: CallTracker, msg: Message, at: float) -> None:
+    channel = t.touch(msg, at)
+    if channel is not None and channel.bridge == msg.get("BridgeUniqueid"):
+        t.leave_bridge(channel)
+
+
+def on_varset(t: CallTracker, msg: Message, at: float) -> None:
+    channel = t.touch(msg, at)
+    if channel is None:
+        return
+    variable, value = msg.get("Variable", ""), msg.get("Value", "")
+    call = channel.call
+    if variable == "MIXMONITOR_FILENAME" and value and call.recording is None:
+        call.recording = value
+    elif variable in t.rules.did_variables and value:
+        call.did = value
+
+
+def on_newexten(t: CallTracker, msg: Message, at: float) -> None:
+    channel = t.touch(msg, at)
+    if channel is None:
+        return
+    if msg.get("Application", "").lower() == "voicemail" and channel.call.answered_at is None:
+        channel.call.voicemail = True
+
+
+def on_dtmf_end(t: CallTracker, msg: Message, at: float) -> None:
+    channel = t.touch(msg, at)
+    if channel is None or msg.get("Direction") != "Received":
+        return
+    call = channel.call
+    if channel is call.caller and call.answered_at is None:
+        call.ivr_digits += msg.get("Digit", "")[:1]
+
+
+def on_queue_join(t: CallTracker, msg: Message, at: float) -> None:
+    channel = t.touch(msg, at)
+    if channel is not None:
+        channel.call.queue = channel.call.queue or msg.get("Queue") or None
+        channel.call.in_queue = True
+
+
+def on_queue_leave(t: CallTracker, msg: Message, at: float) -> None:
+    channel = t.touch(msg, at)
+    if channel is not None:
+        channel.call.in_queue = False
+
+
+def on_queue_abandon(t: CallTracker, msg: Message, at: float) -> None:
+    channel = t.touch(msg, at)
+    if channel is not None and channel.call.answered_at is None:
+        channel.call.caller_gave_up = True
+
+
+def on_blind_transfer(t: CallTracker, msg: Message, at: float) -> None:
+    if msg.get("Result") != "Success":
+        return
+    call = t.call_of(msg.get("TransfereeUniqueid")) or t.call_of(msg.get("TransfererUniqueid"))
+    target = msg.get("Extension", "")
+    if call is None or not target:
+        return
+    call.last_at = at
+    call.transferred_to.append(target)
+    t.emit(Transferred(at, call.record(at), target, "blind"))
+
+
+def on_attended_transfer(t: CallTracker, msg: Message, at: float) -> None:
+    if msg.get("Result") != "Success":
+        return
+    first = t.call_of(msg.get("OrigTransfererUniqueid")) or t.call_of(msg.get("TransfereeUniqueid"))
+    second = t.call_of(msg.get("SecondTransfererUniqueid")) or t.call_of(
+        msg.get("TransferTargetUniqueid")
+    )
+    if first is None:
+        return
+    call = t.merge(first, second, at) if second is not None else first
+    call.last_at = at
+    target = _phone_behind(t, msg.get("TransferTargetUniqueid", "")) or clean_cid(
+        msg.get("TransferTargetCallerIDNum") or msg.get("SecondTransfererConnectedLineNum")
+    )
+    if target:
+        call.transferred_to.append(target)
+        t.emit(Transferred(at, call.record(at), target, "attended"))
+
+
+def _phone_behind(t: CallTracker, uniqueid: str) -> str | None:
+    """The extension a channel reaches: itself if a phone, else what its Local pair dials."""
+    channel = t.channels.get(uniqueid)
+    if channel is None:
+        return None
+    if channel.kind is Kind.PHONE:
+        return channel.extension
+    if channel.kind is Kind.LOCAL:
+        legs: list[Leg] = list(channel.call.legs.values())
+        for leg in reversed(legs):
+            dialer = t.channels.get(leg.dialer or "")
+            if dialer is not None and dialer.endpoint == channel.endpoint and leg.dest.extension:
+                return leg.dest.extension
+    return None
+
+
+def on_cdr(t: CallTracker, msg: Message, at: float) -> None:
+    """An answer that happened while the link was down survives only in the Cdr's AnswerTime."""
+    call = t.call_of(msg.get("UniqueID"))
+    if call is None or not call.answer_estimated or msg.get("Disposition") != "ANSWERED":
+        return
+    answered = _pbx_time(msg.get("AnswerTime", ""), t.config.pbx_timezone)
+    if answered is None:
+        return
+    # AnswerTime is truncated to the second: the middle of that second is the best estimate
+    call.answered_at = min(max(answered + 0.5, call.started_at), at)
+    call.answer_estimated = False
+
+
+def _pbx_time(text: str, tz: dt.tzinfo) -> float | None:
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=tz).timestamp()
+    except ValueError:
+        return None
+
+
+def on_core_show_channel(t: CallTracker, msg: Message, at: float) -> None:
+    """One live channel listed after a (re)login: rebuild what the gap hid from us."""
+    uid = msg.get("Uniqueid", "")
+    if not uid:
+        return
+    t.resync_seen(uid)
+    channel = t.channels.get(uid)
+    if channel is None:
+        age = _duration(msg.get("Duration", ""))
+        channel = t.add_channel(msg, at, at - age)
+        if channel is None:
+            return
+        call = channel.call
+        if call.started_at > channel.created_at:
+            call.started_at = channel.created_at
+        call.partial = True
+        if msg.get("Application") == "AppDial" and msg.get("ChannelStateDesc") != "Up":
+            t.begin_leg(None, channel, "", at)  # a phone still ringing for that call
+    call = channel.call
+    call.last_at = at
+    channel.up = msg.get("ChannelStateDesc") == "Up"
+    bridge = msg.get("BridgeId")
+    if bridge:
+        t.enter_bridge(channel, bridge, True, at)
+    if call.answered_at is None:
+        down = t.down_at
+        estimate = (down + at) / 2 if down is not None and down < at else at
+        t.answer_by_bridge(call, estimate, estimated=True)
+
+
+def _duration(text: str) -> float:
+    try:
+        h, m, s = (int(part) for part in text.split(":"))
+    except ValueError:
+        return 0.0
+    return float(h * 3600 + m * 60 + s)
+
+
+def on_core_show_complete(t: CallTracker, msg: Message, at: float) -> None:
+    t.resync_done(at)
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+HANDLERS: dict[str, Handler] = {
+    "Newchannel": on_newchannel,
+    "NewCallerid": on_newcallerid,
+    "DialBegin": on_dial_begin,
+    "DialEnd": on_dial_end,
+    "AgentRingNoAnswer": on_agent_ring_no_answer,
+    "HangupRequest": on_hangup_request,
+    "Hangup": on_hangup,
+    "BridgeEnter": on_bridge_enter,
+    "BridgeLeave": on_bridge_leave,
+    "VarSet": on_varset,
+    "Newexten": on_newexten,
+    "DTMFEnd": on_dtmf_end,
+    "QueueCallerJoin": on_queue_join,
+    "QueueCallerLeave": on_queue_leave,
+    "QueueCallerAbandon": on_queue_abandon,
+    "BlindTransfer": on_blind_transfer,
+    "AttendedTransfer": on_attended_transfer,
+    "Cdr": on_cdr,
+    "CoreShowChannel": on_core_show_channel,
+    "CoreShowChannelsComplete": on_core_show_complete,
+}
+
+
+def subscription(rules: ChannelRules) -> dict[str, tuple[bytes, ...] | None]:
+    """What `AmiParser` must deliver: every handled event, but of the two chattiest ones only
+    the few that matter (VarSet of the recording file and the DID, Newexten into VoiceMail)."""
+    sub: dict[str, tuple[bytes, ...] | None] = dict.fromkeys(HANDLERS)
+    variables = ("MIXMONITOR_FILENAME", *rules.did_variables)
+    sub["VarSet"] = tuple(f"\nVariable: {v}\n".encode() for v in variables)
+    sub["Newexten"] = (b"\nApplication: VoiceMail\n",)
+    return sub

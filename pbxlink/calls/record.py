@@ -1,0 +1,73 @@
+"""The call record: what one finished (or still running) call looks like to the rest of pbxlink."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Direction = Literal["inbound", "outbound", "internal"]
+Status = Literal["answered", "no_answer", "busy", "abandoned", "voicemail", "failed"]
+
+#: the field names of `pbxlink replay --json`, in output order
+RECORD_FIELDS = (
+    "call_id",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "direction",
+    "caller_number",
+    "caller_name",
+    "called_number",
+    "extensions_rung",
+    "answered_by",
+    "status",
+    "wait_s",
+    "talk_s",
+    "hangup_cause",
+    "queue",
+    "ivr_digits",
+    "transferred_to",
+    "recording",
+    "partial",
+)
+
+_TIME_FIELDS = ("started_at", "answered_at", "ended_at")
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """Epoch seconds as ISO-8601 UTC with milliseconds, the form every API of pbxlink uses."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """A call as pbxlink reports it. Times are epoch seconds here, ISO-8601 UTC in `to_dict`."""
+
+    call_id: str
+    started_at: float
+    direction: Direction
+    caller_number: str
+    caller_name: str
+    called_number: str
+    status: Status
+    answered_at: float | None = None
+    ended_at: float | None = None
+    extensions_rung: list[str] = field(default_factory=list)
+    answered_by: str | None = None
+    wait_s: float = 0.0
+    talk_s: float = 0.0
+    hangup_cause: int | None = None
+    queue: str | None = None
+    ivr_digits: str = ""
+    transferred_to: list[str] = field(default_factory=list)
+    recording: str | None = None
+    partial: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        for key in _TIME_FIELDS:
+            raw[key] = iso_utc(raw[key])
+        return {key: raw[key] for key in RECORD_FIELDS}

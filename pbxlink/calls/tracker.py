@@ -1,0 +1,375 @@
+"""The call tracker: AMI events in, call updates out. Sans-IO, like h11's `Connection`.
+
+Nothing here reads a socket or a clock: every input carries its time `at` (epoch seconds) and
+every method returns the updates it caused. The adapters at the edge (the live AMI link, the
+trace replayer, the simulator) decide where events and time come from.
+
+Inputs
+    feed(message, at)     one AMI event (or CoreShowChannel list item)
+    tick(at)              time passes: calls silent for `call_timeout_s` end as partial
+    link_down(at)         the AMI link was lost; events from now on may be missing
+    link_up(at, uptime)   logged in again; `uptime` is FullyBooted's Uptime. Asterisk restarted
+                          if it booted at another moment: every call ends as partial. Otherwise
+                          the CoreShowChannel list fed next says which channels survived.
+
+Per-event handlers live in `pbxlink.calls.handlers`, in one dispatch table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from pbxlink.ami.framing import Message
+from pbxlink.calls.rules import ChannelRules, Kind, dialed_number
+from pbxlink.calls.state import Call, Channel, Leg, clean_cid
+from pbxlink.calls.updates import (
+    Answered,
+    CallEnded,
+    CallStarted,
+    CallUpdate,
+    RingEnded,
+    Ringing,
+    RingOutcome,
+)
+
+#: how far FullyBooted's boot moment may move before we call it a restart (Uptime is whole s)
+BOOT_TOLERANCE_S = 5.0
+#: ended channels and calls remembered so that a late or duplicated event cannot revive them
+REMEMBER_ENDED = 20_000
+
+DIAL_OUTCOME: dict[str, RingOutcome] = {
+    "ANSWER": "answered",
+    "BUSY": "busy",
+    "NOANSWER": "no_answer",
+    "CANCEL": "cancelled",
+    "CONGESTION": "failed",
+    "CHANUNAVAIL": "failed",
+}
+
+
+@dataclass(slots=True)
+class TrackerConfig:
+    rules: ChannelRules = field(default_factory=ChannelRules)
+    #: the PBX's time zone, for the `Cdr` event's AnswerTime (local time, whole seconds)
+    pbx_timezone: dt.tzinfo = dt.UTC
+    #: a call with no event for this long is ended as partial by `tick`
+    call_timeout_s: float = 4 * 3600.0
+
+
+class CallTracker:
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        from pbxlink.calls.handlers import HANDLERS, subscription
+
+        self.config = config or TrackerConfig()
+        self.rules = self.config.rules
+        self._handlers = HANDLERS
+        self._subscription = subscription(self.rules)
+        self.channels: dict[str, Channel] = {}
+        self.calls: dict[str, Call] = {}
+        self._by_linkedid: dict[str, Call] = {}
+        self.bridges: dict[str, set[str]] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._out: list[CallUpdate] = []
+        self._boot: float | None = None
+        self._down_at: float | None = None
+        self._resync_known: set[str] | None = None
+        self._resync_seen: set[str] = set()
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def subscription(self) -> dict[str, tuple[bytes, ...] | None]:
+        """The events (and VarSet variables) the tracker reads, for `AmiParser`."""
+        return dict(self._subscription)
+
+    def feed(self, message: Message, at: float) -> list[CallUpdate]:
+        handler = self._handlers.get(message.get("Event", ""))
+        if handler is not None:
+            handler(self, message, at)
+        return self._flush()
+
+    def tick(self, at: float) -> list[CallUpdate]:
+        limit = at - self.config.call_timeout_s
+        for call in [c for c in self.calls.values() if c.last_at < limit]:
+            call.partial = True
+            self.end_call(call, call.last_at)
+        return self._flush()
+
+    def link_down(self, at: float) -> list[CallUpdate]:
+        self._down_at = at
+        self._resync_known = None
+        return self._flush()
+
+    def link_up(self, at: float, uptime: float) -> list[CallUpdate]:
+        boot = at - uptime
+        if self._boot is not None and abs(boot - self._boot) > BOOT_TOLERANCE_S:
+            gone = self._down_at if self._down_at is not None else at
+            for call in list(self.calls.values()):
+                call.partial = True
+                self.end_call(call, max(gone, call.last_at))
+        self._boot = boot
+        self._resync_known = set(self.channels)
+        self._resync_seen = set()
+        return self._flush()
+
+    @property
+    def active_calls(self) -> int:
+        return len(self.calls)
+
+    # -- used by the handlers -------------------------------------------------------------------
+
+    def emit(self, update: CallUpdate) -> None:
+        self._out.append(update)
+
+    def call_of(self, uniqueid: str | None) -> Call | None:
+        if not uniqueid:
+            return None
+        channel = self.channels.get(uniqueid)
+        return channel.call if channel is not None else None
+
+    def add_channel(self, msg: Message, at: float, created_at: float) -> Channel | None:
+        """A new channel joins the call its Linkedid names, or starts a new one."""
+        uid = msg.get("Uniqueid")
+        name = msg.get("Channel")
+        if not uid or not name or uid in self.channels or uid in self._ended:
+            return None
+        linkedid = msg.get("Linkedid") or uid
+        context = msg.get("Context", "")
+        kind, endpoint = self.rules.classify(name, context)
+        call = self._by_linkedid.get(linkedid) or self.call_of(linkedid)
+        if call is None:
+            if linkedid in self._ended:
+                return None
+            call = Call(call_id=linkedid, started_at=created_at, last_at=at)
+            self.calls[call.call_id] = call
+            started = True
+        else:
+            started = False
+        channel = Channel(
+            uniqueid=uid,
+            name=name,
+            kind=kind,
+            endpoint=endpoint,
+            extension=self.rules.extension(endpoint) if kind is Kind.PHONE else None,
+            linkedid=linkedid,
+            context=context,
+            exten=msg.get("Exten", ""),
+            cid_num=clean_cid(msg.get("CallerIDNum")),
+            cid_name=clean_cid(msg.get("CallerIDName")),
+            created_at=created_at,
+            call=call,
+        )
+        self.channels[uid] = channel
+        call.channels[uid] = channel
+        if linkedid not in self._by_linkedid:
+            self._by_linkedid[linkedid] = call
+            call.linkedids.add(linkedid)
+        if kind is not Kind.LOCAL and (
+            call.caller is None or uid == linkedid or created_at < call.caller.created_at
+        ):
+            call.caller = channel  # the first channel; after a resync, the oldest one listed
+        if started:
+            self.emit(CallStarted(at, call.record(at)))
+        return channel
+
+    def touch(self, msg: Message, at: float) -> Channel | None:
+        """The known channel an event is about, with its call marked alive at `at`."""
+        channel = self.channels.get(msg.get("Uniqueid", ""))
+        if channel is not None:
+            channel.call.last_at = at
+        return channel
+
+    def begin_leg(
+        self,
+        dialer: Channel | None,
+        dest: Channel,
+        dial_string: str,
+        at: float,
+        *,
+        originate: bool = False,
+    ) -> None:
+        call = dest.call
+        if dialer is not None and dialer.call is not call:
+            call = self.merge(dialer.call, call, at)
+        if dest.uniqueid in call.legs:
+            return
+        if originate:
+            dest.originated = True
+        leg = Leg(dest, dialer.uniqueid if dialer else None, dialed_number(dial_string), at)
+        call.legs[dest.uniqueid] = leg
+        if dest.kind is Kind.PHONE and dest is not call.caller and dest.extension:
+            if dest.extension not in call.rung:
+                call.rung.append(dest.extension)
+            self.emit(Ringing(at, call.record(at), dest.extension))
+
+    def end_leg(self, leg: Leg, outcome: RingOutcome, at: float) -> None:
+        if not leg.ringing:
+            return
+        call = leg.dest.call
+        if outcome in ("cancelled", "no_answer", "unknown") and leg.hint is not None:
+            outcome = leg.hint
+        if outcome in ("cancelled", "no_answer", "unknown") and call.answered_at is not None:
+            outcome = "answered_elsewhere"
+        leg.outcome = outcome
+        dest = leg.dest
+        counts = dest is not call.caller and (
+            dest.kind is Kind.PHONE or (dest.kind is Kind.TRUNK and leg.dialer is not None)
+        )
+        if counts and outcome != "answered":
+            call.last_outcome = outcome
+        if outcome == "answered":
+            self.mark_answered(call, dest, at)
+        if dest.kind is Kind.PHONE and dest is not call.caller and dest.extension:
+            self.emit(RingEnded(at, call.record(at), dest.extension, outcome))
+
+    def mark_answered(self, call: Call, by: Channel, at: float, *, estimated: bool = False) -> None:
+        if call.answered_at is not None or by is call.caller or by.kind is Kind.LOCAL:
+            return
+        direction = call.direction
+        if by.kind is Kind.PHONE:
+            if direction == "outbound" and call.caller is not None and not call.caller.originated:
+                return  # an outbound call is answered by the far end, not by a phone
+            call.answered_by = by.extension
+        elif direction != "outbound":
+            leg = call.legs.get(by.uniqueid)
+            call.answered_by = leg.number if leg is not None and leg.number else None
+        call.answered_at = at
+        call.answer_estimated = estimated
+        leg = call.legs.get(by.uniqueid)
+        if leg is not None and leg.ringing:  # answered while we were not looking
+            leg.outcome = "answered"
+            if by.extension:
+                self.emit(RingEnded(at, call.record(at), by.extension, "answered"))
+        self.emit(Answered(at, call.record(at), call.answered_by))
+
+    def merge(self, keep: Call, gone: Call, at: float) -> Call:
+        """Two calls met (shared bridge, transfer, pickup): the older one absorbs the other.
+
+        The absorbed call gets its own final record first: it really happened (a consult call,
+        a pickup), and every call that started ends exactly once.
+        """
+        if keep is gone:
+            return keep
+        if gone.started_at < keep.started_at:
+            keep, gone = gone, keep
+        if gone.answered_at is None and gone.caller is not None:
+            gone.answered_at = at  # its caller is now talking to the other call
+        gone.ended_at = at
+        self.emit(CallEnded(at, gone.record(at)))
+        for uid, channel in gone.channels.items():
+            channel.call = keep
+            keep.channels[uid] = channel
+        for uid, leg in gone.legs.items():
+            keep.legs.setdefault(uid, leg)
+        for ext in gone.rung:
+            if ext not in keep.rung:
+                keep.rung.append(ext)
+        for linkedid in gone.linkedids:
+            self._by_linkedid[linkedid] = keep
+        keep.linkedids |= gone.linkedids
+        keep.recording = keep.recording or gone.recording
+        keep.last_at = max(keep.last_at, gone.last_at)
+        self.calls.pop(gone.call_id, None)
+        self._remember(gone.call_id)
+        return keep
+
+    def remove_channel(self, channel: Channel, at: float) -> None:
+        call = channel.call
+        self.channels.pop(channel.uniqueid, None)
+        call.channels.pop(channel.uniqueid, None)
+        self.leave_bridge(channel)
+        self._remember(channel.uniqueid)
+        leg = call.legs.get(channel.uniqueid)
+        if leg is not None and leg.ringing:
+            self.end_leg(leg, "unknown", at)
+        if not call.channels:
+            self.end_call(call, at)
+
+    def enter_bridge(self, channel: Channel, bridge_id: str, mixing: bool, at: float) -> None:
+        self.leave_bridge(channel)
+        members = self.bridges.setdefault(bridge_id, set())
+        channel.bridge = bridge_id
+        if mixing:  # a two-party bridge joins calls; a conference or parking lot does not
+            for uid in list(members):
+                other = self.channels.get(uid)
+                if other is not None and other.call is not channel.call:
+                    self.merge(other.call, channel.call, at)
+        members.add(channel.uniqueid)
+
+    def answer_by_bridge(self, call: Call, at: float, *, estimated: bool = False) -> None:
+        """Answered if a phone (or the far end) sits in one bridge with the caller."""
+        caller = call.caller
+        if call.answered_at is not None or caller is None or caller.bridge is None:
+            return
+        for uid in self.bridges.get(caller.bridge, ()):
+            other = self.channels.get(uid)
+            if (
+                other is not None
+                and other is not caller
+                and other.up
+                and other.kind is not Kind.LOCAL
+            ):
+                self.mark_answered(call, other, at, estimated=estimated)
+                return
+
+    def leave_bridge(self, channel: Channel) -> None:
+        if channel.bridge is None:
+            return
+        members = self.bridges.get(channel.bridge)
+        if members is not None:
+            members.discard(channel.uniqueid)
+            if not members:
+                del self.bridges[channel.bridge]
+        channel.bridge = None
+
+    def end_call(self, call: Call, at: float) -> None:
+        if call.call_id not in self.calls:
+            return
+        for leg in call.legs.values():
+            if leg.ringing:
+                self.end_leg(leg, "unknown", at)
+        call.ended_at = max(at, call.started_at)
+        for channel in list(call.channels.values()):
+            self.channels.pop(channel.uniqueid, None)
+            self.leave_bridge(channel)
+            self._remember(channel.uniqueid)
+        call.channels.clear()
+        for linkedid in call.linkedids:
+            self._by_linkedid.pop(linkedid, None)
+        del self.calls[call.call_id]
+        self._remember(call.call_id)
+        self.emit(CallEnded(at, call.record(at)))
+
+    def resync_seen(self, uniqueid: str) -> None:
+        if self._resync_known is not None:
+            self._resync_seen.add(uniqueid)
+
+    def resync_done(self, at: float) -> None:
+        """CoreShowChannelsComplete: channels we knew of that Asterisk no longer has are gone."""
+        if self._resync_known is None:
+            return
+        vanished = self._resync_known - self._resync_seen
+        self._resync_known = None
+        self._resync_seen = set()
+        for uid in vanished:
+            channel = self.channels.get(uid)
+            if channel is not None:
+                channel.call.partial = True
+                self.remove_channel(channel, at)
+
+    @property
+    def down_at(self) -> float | None:
+        return self._down_at
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _remember(self, key: str) -> None:
+        ended = self._ended
+        ended[key] = None
+        if len(ended) > REMEMBER_ENDED:
+            ended.popitem(last=False)
+
+    def _flush(self) -> list[CallUpdate]:
+        out, self._out = self._out, []
+        return out

@@ -1,0 +1,67 @@
+"""What the tracker says happened. Each update carries a snapshot of the call at that moment.
+
+Consumers (call log, popups, supervisors) dispatch on the class; none of them needs to look at
+AMI events. An extension's ring ends exactly once, with a reason that tells a missed call
+(`no_answer`, `busy`) from a phone that rang while a colleague answered (`answered_elsewhere`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pbxlink.calls.record import CallRecord
+
+RingOutcome = Literal[
+    "answered", "answered_elsewhere", "no_answer", "busy", "cancelled", "failed", "unknown"
+]
+
+
+@dataclass(slots=True, frozen=True)
+class CallUpdate:
+    at: float
+    call: CallRecord
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
+
+
+@dataclass(slots=True, frozen=True)
+class CallStarted(CallUpdate):
+    """A new call appeared (first channel seen, or found running after a resync)."""
+
+
+@dataclass(slots=True, frozen=True)
+class Ringing(CallUpdate):
+    """An operator's phone started to ring for this call."""
+
+    extension: str
+
+
+@dataclass(slots=True, frozen=True)
+class RingEnded(CallUpdate):
+    """An operator's phone stopped ringing for this call."""
+
+    extension: str
+    outcome: RingOutcome
+
+
+@dataclass(slots=True, frozen=True)
+class Answered(CallUpdate):
+    """The call was answered: by an operator (`extension`), or, outbound, by the far end."""
+
+    extension: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class Transferred(CallUpdate):
+    """The call was transferred (blind or attended) to `extension`."""
+
+    extension: str
+    kind: Literal["blind", "attended"]
+
+
+@dataclass(slots=True, frozen=True)
+class CallEnded(CallUpdate):
+    """The final record. Emitted exactly once per call."""
