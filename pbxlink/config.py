@@ -66,6 +66,9 @@ CALLS_KEYS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+RULE_KEYS = ("trunk_contexts", "trunk_endpoints", "trunk_channels", "did_variables", "extensions")
+
+
 @dataclass(slots=True)
 class Config:
     path: Path | None = None

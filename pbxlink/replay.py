@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from pbxlink.ami.framing import AmiParser, Banner
+from pbxlink.ami.framing import AmiParser, Banner, Frame, Message
 from pbxlink.calls.tracker import CallTracker
 from pbxlink.calls.updates import CallEnded, CallUpdate
 
@@ -29,35 +29,50 @@ def read_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
             yield chunk
 
 
+class StreamDriver:
+    """Turns a recorded session stream into tracker inputs.
+
+    A banner after the first means the link was lost and made again; `FullyBooted` carries
+    Asterisk's uptime; every other message is an event for the tracker.
+    """
+
+    def __init__(self, tracker: CallTracker) -> None:
+        self.tracker = tracker
+        self.banners = 0
+        self.last_at: float | None = None
+
+    def frame(self, frame: Frame, at: float) -> list[CallUpdate]:
+        if isinstance(frame, Banner):
+            self.banners += 1
+            if self.banners > 1 and self.last_at is not None:
+                return self.tracker.link_down(self.last_at)
+            return []
+        self.last_at = at
+        if frame.get("Event") == "FullyBooted":
+            try:
+                uptime = float(frame.get("Uptime", ""))
+            except ValueError:
+                return []
+            return self.tracker.link_up(at, uptime)
+        return self.tracker.feed(frame, at)
+
+
 def replay(
     chunks: Iterable[bytes], tracker: CallTracker, *, flush: bool = True
 ) -> Iterator[CallUpdate]:
     """Every update the stream causes; with `flush`, calls still open at the end end as partial."""
     parser = AmiParser({**tracker.subscription(), "FullyBooted": None})
-    banners = 0
+    driver = StreamDriver(tracker)
     at: float | None = None
     for chunk in chunks:
         for frame in parser.feed(chunk):
-            if isinstance(frame, Banner):
-                banners += 1
-                if banners > 1 and at is not None:
-                    yield from tracker.link_down(at)
-                continue
-            stamp = frame.get("Timestamp")
+            stamp = frame.get("Timestamp") if isinstance(frame, Message) else None
             if stamp is not None:
                 try:
                     at = float(stamp)
                 except ValueError:
                     log.warning("replay.bad_timestamp", value=stamp[:40])
-            now = at if at is not None else 0.0
-            if frame.get("Event") == "FullyBooted":
-                try:
-                    uptime = float(frame.get("Uptime", ""))
-                except ValueError:
-                    continue
-                yield from tracker.link_up(now, uptime)
-            else:
-                yield from tracker.feed(frame, now)
+            yield from driver.frame(frame, at if at is not None else 0.0)
     if flush and at is not None:
         yield from tracker.tick(at + tracker.config.call_timeout_s + 1)
 

@@ -71,7 +71,7 @@ def endpoint_of(channel: str) -> str:
     if not slash:
         return channel
     rest = rest.split("/", 1)[0]
-    head, dash, tail = rest.rpartition("-")
+    head, dash, _ = rest.rpartition("-")
     return head if dash and head else rest
 
 
@@ -84,9 +84,7 @@ def dialed_number(dial_string: str) -> str:
     """The number in a DialString: `5559876@trunk`, `trunk/5559876`, `prov/sip:555@host`."""
     first = dial_string.split("&", 1)[0]
     parts = first.split("/")
-    if len(parts) > 1 and "@" not in parts[0]:
-        first = parts[1]  # peer/number (chan_sip) or endpoint/sip:uri (PJSIP)
-    else:
-        first = parts[0]  # number@endpoint, or number@context/options for Local
+    # peer/number (chan_sip) or endpoint/sip:uri (PJSIP); else number@endpoint, number@ctx/opts
+    first = parts[1] if len(parts) > 1 and "@" not in parts[0] else parts[0]
     first = first.removeprefix("sip:").removeprefix("sips:").removeprefix("tel:")
     return first.split("@", 1)[0]

@@ -1,0 +1,55 @@
+"""Shared fixtures. The real Asterisk traces live beside the project, in ../shared/traces.
+
+Where they are missing the trace tests skip with a message; CI sets PBXLINK_STRICT=1, which
+turns that skip into a failure so a broken checkout can never pass by running less.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pbxlink.calls.tracker import CallTracker, TrackerConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+TRACES = Path(os.environ.get("PBXLINK_TRACES", ROOT.parent / "shared" / "traces"))
+STRICT = os.environ.get("PBXLINK_STRICT") == "1"
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip (or, under PBXLINK_STRICT=1, fail) when a test's outside material is absent."""
+    if not condition:
+        if STRICT:
+            pytest.fail(f"{why} (PBXLINK_STRICT=1 makes this a failure)")
+        pytest.skip(why)
+
+
+def truth() -> dict[str, list[dict]]:
+    """trace path (relative to TRACES) -> expected records, from both truth.json files."""
+    out: dict[str, list[dict]] = {}
+    for rel in ("truth.json", "freepbx/truth.json"):
+        path = TRACES / rel
+        if path.exists():
+            prefix = str(Path(rel).parent)
+            for name, records in json.loads(path.read_text(encoding="utf-8")).items():
+                out[name if prefix == "." else f"{prefix}/{name}"] = records
+    return out
+
+
+TRUTH = truth()
+TRACE_NAMES = sorted(TRUTH) or ["<no traces found>"]
+
+
+@pytest.fixture
+def traces_dir() -> Path:
+    need(TRACES.is_dir(), f"real Asterisk traces not found at {TRACES}")
+    return TRACES
+
+
+def lab_tracker() -> CallTracker:
+    """A tracker with no config at all, as a new user has it; the lab PBX ran on UTC."""
+    return CallTracker(TrackerConfig(pbx_timezone=dt.UTC))
