@@ -92,6 +92,12 @@ class AmiParser:
         self.skipped_events = 0
         self.oversized = 0
 
+    def take_over(self, other: AmiParser) -> None:
+        """Continue another parser's stream (same bytes pending), e.g. with a new subscription."""
+        self._buf, self._carry_cr = other._buf, other._carry_cr
+        self._skipping, self._pending_newline = other._skipping, other._pending_newline
+        self._follows, self._warned_utf8 = other._follows, other._warned_utf8
+
     def feed(self, data: bytes) -> list[Frame]:
         """Take the next read from the socket; return every message it completes."""
         if self._carry_cr:
