@@ -218,10 +218,10 @@ class CallTracker:
         )
         if counts and outcome != "answered":
             call.last_outcome = outcome
-        if outcome == "answered":
-            self.mark_answered(call, dest, at)
         if dest.kind is Kind.PHONE and dest is not call.caller and dest.extension:
             self.emit(RingEnded(at, call.record(at), dest.extension, outcome))
+        if outcome == "answered":
+            self.mark_answered(call, dest, at)
 
     def mark_answered(self, call: Call, by: Channel, at: float, *, estimated: bool = False) -> None:
         if call.answered_at is not None or by is call.caller or by.kind is Kind.LOCAL:
