@@ -11,12 +11,39 @@ from pathlib import Path
 from pbxlink import __version__
 from pbxlink.calls.record import CallRecord, iso_utc
 from pbxlink.calls.tracker import CallTracker
+from pbxlink.calls.updates import (
+    Answered,
+    CallEnded,
+    CallStarted,
+    CallUpdate,
+    RingEnded,
+    Ringing,
+    Transferred,
+)
 from pbxlink.config import ConfigError, load, parse
 from pbxlink.logs import setup_logging
 from pbxlink.replay import finished_calls, read_chunks, replay
+from pbxlink.sim import scenarios
 
 TABLE = (
-    "{:<19} {:<8} {:<16.16} {:<18.18} {:<13.13} {:<9} {:<10.10} {:<8} {:>6} {:>6} {:<8.8} {:<4} {}"
+    "{:<19} {:<8} {:<26.26} {:<14.14} {:<11.11} {:<8} {:<10.10} {:<8} {:>6} {:>6} {:<4.4} {:<3} {}"
+)
+
+
+HEADER = (
+    "started (UTC)",
+    "dir",
+    "caller",
+    "called",
+    "rung",
+    "answered",
+    "status",
+    "queue",
+    "wait",
+    "talk",
+    "ivr",
+    "rec",
+    "transferred",
 )
 
 
@@ -85,6 +112,46 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return status
 
 
+def _describe(update: CallUpdate) -> str:
+    r = update.call
+    clock = (iso_utc(update.at) or "")[11:19]
+    who = f"{r.caller_number} {r.caller_name}".strip() or "?"
+    match update:
+        case CallStarted():
+            what = f"{r.direction} call from {who} to {r.called_number or '?'}"
+        case Ringing(extension=ext):
+            what = f"rings {ext}"
+        case RingEnded(extension=ext, outcome=outcome):
+            what = f"{ext} stops ringing: {outcome}"
+        case Answered(extension=ext):
+            what = f"answered by {ext or 'the far end'}"
+        case Transferred(extension=ext, kind=kind):
+            what = f"{kind} transfer to {ext}"
+        case CallEnded():
+            what = f"ended: {r.status}, waited {r.wait_s:.1f} s, talked {r.talk_s:.1f} s"
+        case _:
+            what = type(update).__name__
+    return f"{clock}  {r.call_id:<16} {what}"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Replay the recorded calls shipped with pbxlink, as a daemon would see them live."""
+    tracker = CallTracker(parse({"calls": {"pbx_timezone": "UTC"}}).tracker)
+    ended: list[CallRecord] = []
+    for scenario in scenarios():
+        print(f"--- {scenario.name}")
+        for update in replay([scenario.read_bytes()], tracker):
+            print(_describe(update))
+            if isinstance(update, CallEnded):
+                ended.append(update.call)
+    print()
+    print(TABLE.format(*HEADER))
+    for record in ended:
+        print(_table_row(record))
+    print(f"\n{len(ended)} calls. Replay your own: pbxlink replay FILE.ami [--json]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pbxlink", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pbxlink {__version__}")
@@ -95,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per finished call")
     p.add_argument("--config", type=Path, help="pbxlink.toml with [calls] rules")
     p.set_defaults(func=cmd_replay)
+    d = sub.add_parser("demo", help="replay the recorded calls shipped with pbxlink")
+    d.set_defaults(func=cmd_demo)
     return parser
 
 

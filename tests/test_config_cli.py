@@ -1,0 +1,121 @@
+"""The config file and the `pbxlink` command, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pbxlink.config import ConfigError, load
+
+from conftest import ROOT, TRUTH, need
+from truth_match import match_multiset
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """`pbxlink ARGS` on a machine in the lab PBX's zone (UTC), as its admin would run it."""
+    env = {**os.environ, "TZ": "UTC"}
+    return subprocess.run(
+        [sys.executable, "-m", "pbxlink", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_example_config_loads() -> None:
+    config = load(ROOT / "config" / "pbxlink.example.toml")
+    assert "from-pstn*" in config.tracker.rules.trunk_contexts
+    assert config.tracker.call_timeout_s == 14400
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[calls]\ntrunk_context = ['x']\n", ["calls.trunk_context", "unknown key"]),
+        ("[calls]\ntrunk_contexts = 'from-pstn'\n", ["calls.trunk_contexts", "list of strings"]),
+        ("[calls]\ncall_timeout_s = -1\n", ["calls.call_timeout_s", "positive"]),
+        ("[calls]\npbx_timezone = 'Mars/Base'\n", ["calls.pbx_timezone", "Mars/Base"]),
+        ("[ami]\nhost = 'x'\n", ["[ami]"]),
+        ("[calls\n", ["not valid TOML"]),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, words: list[str]) -> None:
+    path = tmp_path / "pbxlink.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    for word in [str(path), *words]:
+        assert word in str(err.value)
+
+
+def test_replay_json_has_exactly_the_record_fields(traces_dir: Path) -> None:
+    name = "freepbx/F01_ringgroup_georgian_caller_2002_answers.ami"
+    out = run("replay", "--json", str(traces_dir / name))
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert list(records[0]) == [
+        "call_id",
+        "started_at",
+        "answered_at",
+        "ended_at",
+        "direction",
+        "caller_number",
+        "caller_name",
+        "called_number",
+        "extensions_rung",
+        "answered_by",
+        "status",
+        "wait_s",
+        "talk_s",
+        "hangup_cause",
+        "queue",
+        "ivr_digits",
+        "transferred_to",
+        "recording",
+        "partial",
+    ]
+    assert records[0]["started_at"] == "2026-11-23T22:17:28.919Z"
+    assert match_multiset(TRUTH[name], records) == []
+
+
+def test_replay_json_on_every_trace(traces_dir: Path) -> None:
+    need(bool(TRUTH), "no truth.json found")
+    for name, expected in TRUTH.items():
+        out = run("replay", "--json", str(traces_dir / name))
+        assert out.returncode == 0, out.stderr
+        records = [json.loads(line) for line in out.stdout.splitlines()]
+        assert match_multiset(expected, records) == [], name
+
+
+def test_replay_table_and_config_override(traces_dir: Path, tmp_path: Path) -> None:
+    trace = str(traces_dir / "10_outbound_101_to_5559876.ami")
+    table = run("replay", trace)
+    assert table.returncode == 0 and "outbound" in table.stdout and "5559876" in table.stdout
+    # Declaring the lab trunk a phone turns the same call internal: the config is obeyed.
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[calls]\ntrunk_contexts = []\npbx_timezone = 'UTC'\n")
+    out = run("replay", "--json", "--config", str(cfg), trace)
+    assert json.loads(out.stdout)["direction"] == "internal"
+
+
+def test_replay_errors_are_clear(tmp_path: Path) -> None:
+    missing = run("replay", str(tmp_path / "nope.ami"))
+    assert missing.returncode == 1 and "nope.ami: cannot read" in missing.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[calls]\nfoo = 1\n")
+    out = run("replay", "--config", str(bad), str(tmp_path / "x.ami"))
+    assert out.returncode == 2 and "calls.foo" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_replays_the_shipped_scenarios() -> None:
+    out = run("demo")
+    assert out.returncode == 0, out.stderr
+    assert "ნინო ბერიძე" in out.stdout
+    assert "2001 stops ringing: answered_elsewhere" in out.stdout
+    assert "voicemail" in out.stdout and "abandoned" in out.stdout
