@@ -88,6 +88,17 @@ class Call:
     # -- derived ----------------------------------------------------------------------------
 
     @property
+    def phase(self) -> str:
+        """Where the call is: dialplan -> queued/ringing -> answered -> ended (docs/tracker.md)."""
+        if self.ended_at is not None:
+            return "ended"
+        if self.answered_at is not None:
+            return "answered"
+        if any(leg.ringing and leg.dest is not self.caller for leg in self.legs.values()):
+            return "ringing"
+        return "queued" if self.in_queue else "dialplan"
+
+    @property
     def direction(self) -> Direction:
         caller = self.caller
         if caller is None:
