@@ -77,24 +77,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     status = 0
     out = sys.stdout
     if not args.json:
-        print(
-            TABLE.format(
-                "started (UTC)",
-                "dir",
-                "caller",
-                "called",
-                "rung",
-                "answered",
-                "status",
-                "queue",
-                "wait",
-                "talk",
-                "ivr",
-                "rec",
-                "transferred",
-            ),
-            file=out,
-        )
+        print(TABLE.format(*HEADER), file=out)
     for trace in args.trace:
         try:
             ended = list(finished_calls(replay(read_chunks(trace), tracker)))
