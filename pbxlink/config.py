@@ -1,25 +1,58 @@
 """The one TOML config file: load, validate strictly, and build the parts' settings.
 
-Every error names the file, the key and what was expected, so an admin can fix it without
-reading code. Unknown keys are errors too: a typo must not silently fall back to a default.
+Every error names the file, the line, the key and what was expected, so an admin can fix it
+without reading code. Unknown keys are errors too: a typo must not silently fall back to a
+default. With no file at all, the defaults run out of the box: SQLite under the state
+directory and the built-in AMI simulator.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pbxlink.calls.rules import ChannelRules
 from pbxlink.calls.tracker import TrackerConfig
 
+Role = Literal["operator", "supervisor", "admin"]
+ROLES: tuple[Role, ...] = ("operator", "supervisor", "admin")
+TOKEN_PREFIX = "sha256:"
+
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message says where and why."""
+
+
+# -- value checks: each takes "where" (file:line: key) and the raw TOML value ------------------
+
+Check = Callable[[str, Any], Any]
+
+
+def _str(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _nonempty(where: str, value: Any) -> str:
+    if not _str(where, value).strip():
+        raise ConfigError(f"{where}: must not be empty")
+    return value
+
+
+def _bool(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
 
 
 def _str_list(where: str, value: Any) -> tuple[str, ...]:
@@ -38,8 +71,27 @@ def _str_map(where: str, value: Any) -> dict[str, str]:
 
 def _positive(where: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where}: expected a positive number of seconds, got {value!r}")
+        raise ConfigError(f"{where}: expected a positive number, got {value!r}")
     return float(value)
+
+
+def _port(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"{where}: expected a TCP port 0-65535, got {value!r}")
+    return value
+
+
+def _path(where: str, value: Any) -> Path:
+    return Path(_nonempty(where, value)).expanduser()
+
+
+def _one_of(*allowed: str) -> Check:
+    def check(where: str, value: Any) -> str:
+        if value not in allowed:
+            raise ConfigError(f"{where}: expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return check
 
 
 def timezone(where: str, value: Any) -> dt.tzinfo:
@@ -55,66 +107,291 @@ def timezone(where: str, value: Any) -> dt.tzinfo:
         raise ConfigError(f"{where}: unknown time zone {value!r}") from exc
 
 
-CALLS_KEYS: dict[str, Callable[[str, Any], Any]] = {
-    "trunk_contexts": _str_list,
-    "trunk_endpoints": _str_list,
-    "trunk_channels": _str_list,
-    "did_variables": _str_list,
-    "extensions": _str_map,
-    "pbx_timezone": timezone,
-    "call_timeout_s": _positive,
-}
+def _token_hash(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(TOKEN_PREFIX + "[0-9a-f]{64}", value):
+        raise ConfigError(
+            f"{where}: expected 'sha256:' and 64 hex digits (make one with `pbxlink token`)"
+        )
+    return value
 
 
-RULE_KEYS = ("trunk_contexts", "trunk_endpoints", "trunk_channels", "did_variables", "extensions")
+# -- the sections -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AmiConfig:
+    mode: Literal["asterisk", "simulator"] = "simulator"
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "pbxlink"
+    secret: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_verify: bool = True
+    ping_interval_s: float = 10.0
+    ping_timeout_s: float = 5.0
+    connect_timeout_s: float = 5.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(slots=True)
+class SimulatorConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port (the daemon connects to it itself)
+    calls_per_s: float = 0.5
+    max_calls: float = 50
+    scenarios: tuple[str, ...] = ()  # .ami files; empty: the scenarios shipped with pbxlink
+
+
+@dataclass(slots=True)
+class StorageConfig:
+    state_dir: Path = field(default_factory=lambda: default_state_dir())
+    database: Path | None = None  # default: <state_dir>/pbxlink.sqlite3
+    batch_s: float = 0.2
+
+    @property
+    def database_path(self) -> Path:
+        return self.database or self.state_dir / "pbxlink.sqlite3"
+
+
+@dataclass(slots=True)
+class WebConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(slots=True)
+class Thresholds:
+    too_long_call_s: float = 1800.0
+    service_level_s: float = 20.0
+
+
+@dataclass(slots=True)
+class Operator:
+    name: str
+    extensions: tuple[str, ...]
+    role: Role
+    token_hash: str = field(repr=False)
+
+    def token_matches(self, token: str) -> bool:
+        return hmac.compare_digest(self.token_hash, hash_token(token))
 
 
 @dataclass(slots=True)
 class Config:
     path: Path | None = None
+    company: str = "pbxlink"
+    ami: AmiConfig = field(default_factory=AmiConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    recordings_dir: Path = Path("/var/spool/asterisk/monitor")
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    operators: list[Operator] = field(default_factory=list)
+
+    def operator_by_token(self, token: str) -> Operator | None:
+        digest = hash_token(token)
+        for op in self.operators:
+            if hmac.compare_digest(op.token_hash, digest):
+                return op
+        return None
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory, else the XDG state home: writable without root."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "pbxlink"
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256 random bits, so one SHA-256 is enough: nothing to brute-force."""
+    return TOKEN_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
+SECTIONS: dict[str, dict[str, Check]] = {
+    "": {"company": _nonempty, "recordings_dir": _path},
+    "ami": {
+        "mode": _one_of("asterisk", "simulator"),
+        "host": _nonempty,
+        "port": _port,
+        "username": _nonempty,
+        "secret": _str,
+        "secret_env": _nonempty,
+        "secret_file": _path,
+        "tls": _bool,
+        "tls_ca_file": _path,
+        "tls_verify": _bool,
+        "ping_interval_s": _positive,
+        "ping_timeout_s": _positive,
+        "connect_timeout_s": _positive,
+        "reconnect_min_s": _positive,
+        "reconnect_max_s": _positive,
+    },
+    "simulator": {
+        "host": _nonempty,
+        "port": _port,
+        "calls_per_s": _positive,
+        "max_calls": _positive,
+        "scenarios": _str_list,
+    },
+    "storage": {"state_dir": _path, "database": _path, "batch_s": _positive},
+    "web": {"host": _nonempty, "port": _port},
+    "thresholds": {"too_long_call_s": _positive, "service_level_s": _positive},
+    "calls": {
+        "trunk_contexts": _str_list,
+        "trunk_endpoints": _str_list,
+        "trunk_channels": _str_list,
+        "did_variables": _str_list,
+        "extensions": _str_map,
+        "pbx_timezone": timezone,
+        "call_timeout_s": _positive,
+    },
+}
+OPERATOR_KEYS: dict[str, Check] = {
+    "name": _nonempty,
+    "extensions": _str_list,
+    "role": _one_of(*ROLES),
+    "token_hash": _token_hash,
+}
+RULE_KEYS = ("trunk_contexts", "trunk_endpoints", "trunk_channels", "did_variables", "extensions")
 
 
 def load(path: Path) -> Config:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text") from exc
-    return parse(raw, str(path))
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    config = parse(raw, str(path), text)
+    config.path = path
+    return config
 
 
-def parse(raw: dict[str, Any], source: str = "<config>") -> Config:
-    unknown = sorted(set(raw) - {"calls"})
-    if unknown:
-        raise ConfigError(f"{source}: unknown section or key [{unknown[0]}]")
-    calls = raw.get("calls", {})
-    if not isinstance(calls, dict):
-        raise ConfigError(f"{source}: [calls] must be a table")
-    values: dict[str, Any] = {}
-    for key, value in calls.items():
-        check = CALLS_KEYS.get(key)
-        if check is None:
+class _Locator:
+    """Finds the line of `key` in `[section]` for error messages (tomllib gives no lines)."""
+
+    def __init__(self, source: str, text: str | None) -> None:
+        self.source = source
+        self.lines = text.splitlines() if text else []
+
+    def __call__(self, section: str, key: str, index: int | None = None) -> str:
+        dotted = f"{section}.{key}" if section else key
+        if index is not None:
+            dotted = f"{section}[{index}].{key}"
+        current, seen = "", -1
+        for number, line in enumerate(self.lines, 1):
+            header = re.match(r"\s*\[\[?\s*([\w.-]+)\s*\]\]?", line)
+            if header:
+                current = header.group(1)
+                seen += current == section and line.lstrip().startswith("[[")
+                continue
+            in_table = current == section and (index is None or seen == index)
+            if in_table and re.match(rf"\s*{re.escape(key)}\s*=", line):
+                return f"{self.source}:{number}: {dotted}"
+        return f"{self.source}: {dotted}"
+
+
+def parse(raw: dict[str, Any], source: str = "<config>", text: str | None = None) -> Config:
+    where = _Locator(source, text)
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    operators: list[Operator] = []
+    for key, value in raw.items():
+        if key == "operators":
+            operators = _operators(where, value)
+        elif key in SECTIONS and key != "" and isinstance(value, dict):
+            for sub, subvalue in value.items():
+                check = SECTIONS[key].get(sub)
+                if check is None:
+                    known = ", ".join(sorted(SECTIONS[key]))
+                    raise ConfigError(f"{where(key, sub)}: unknown key (known: {known})")
+                values[key][sub] = check(where(key, sub), subvalue)
+        elif key in SECTIONS[""]:
+            values[""][key] = SECTIONS[""][key](where("", key), value)
+        else:
+            sections = ", ".join(f"[{s}]" for s in SECTIONS if s) + ", [[operators]]"
+            raise ConfigError(f"{where('', key)}: unknown key or section (known: {sections})")
+    config = Config(operators=operators)
+    top = values[""]
+    config.company = top.get("company", config.company)
+    config.recordings_dir = top.get("recordings_dir", config.recordings_dir)
+    config.ami = _ami(where, values["ami"])
+    config.simulator = SimulatorConfig(**values["simulator"])
+    storage = dict(values["storage"])
+    config.storage = StorageConfig(**storage)
+    config.web = WebConfig(**values["web"])
+    config.thresholds = Thresholds(**values["thresholds"])
+    config.tracker = _tracker(where, values["calls"])
+    _check_operators(where, operators)
+    return config
+
+
+def _ami(where: _Locator, values: dict[str, Any]) -> AmiConfig:
+    secret_sources = [k for k in ("secret", "secret_env", "secret_file") if k in values]
+    if len(secret_sources) > 1:
+        raise ConfigError(f"{where('ami', secret_sources[1])}: give only one of {secret_sources}")
+    ami = AmiConfig(**{k: v for k, v in values.items() if k not in ("secret_env", "secret_file")})
+    if "secret_env" in values:
+        name = values["secret_env"]
+        if name not in os.environ:
+            raise ConfigError(f"{where('ami', 'secret_env')}: environment variable {name} unset")
+        ami.secret = os.environ[name]
+    elif "secret_file" in values:
+        try:
+            ami.secret = values["secret_file"].read_text(encoding="utf-8").strip()
+        except OSError as exc:
             raise ConfigError(
-                f"{source}: unknown key calls.{key} (known: {', '.join(sorted(CALLS_KEYS))})"
-            )
-        values[key] = check(f"{source}: calls.{key}", value)
-    rule_keys = (
-        "trunk_contexts",
-        "trunk_endpoints",
-        "trunk_channels",
-        "did_variables",
-        "extensions",
-    )
-    rules = ChannelRules(**{k: values[k] for k in rule_keys if k in values})
+                f"{where('ami', 'secret_file')}: cannot read: {exc.strerror}"
+            ) from exc
+    if ami.mode == "asterisk" and not ami.secret:
+        raise ConfigError(f"{where('ami', 'mode')}: mode 'asterisk' needs a secret")
+    if ami.reconnect_max_s < ami.reconnect_min_s:
+        raise ConfigError(f"{where('ami', 'reconnect_max_s')}: smaller than reconnect_min_s")
+    return ami
+
+
+def _tracker(where: _Locator, values: dict[str, Any]) -> TrackerConfig:
+    rules = ChannelRules(**{k: values[k] for k in RULE_KEYS if k in values})
     tracker = TrackerConfig(rules=rules)
-    if "pbx_timezone" in values:
-        tracker.pbx_timezone = values["pbx_timezone"]
-    else:
-        tracker.pbx_timezone = timezone(f"{source}: calls.pbx_timezone", "local")
+    tz = values.get("pbx_timezone")
+    tracker.pbx_timezone = tz if tz is not None else timezone(where("calls", "tz"), "local")
     if "call_timeout_s" in values:
         tracker.call_timeout_s = values["call_timeout_s"]
-    return Config(path=Path(source) if source != "<config>" else None, tracker=tracker)
+    return tracker
+
+
+def _operators(where: _Locator, value: Any) -> list[Operator]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where('', 'operators')}: expected [[operators]] tables")
+    out = []
+    for i, table in enumerate(value):
+        fields: dict[str, Any] = {}
+        for key, raw in table.items():
+            check = OPERATOR_KEYS.get(key)
+            if check is None:
+                known = ", ".join(OPERATOR_KEYS)
+                raise ConfigError(f"{where('operators', key, i)}: unknown key (known: {known})")
+            fields[key] = check(where("operators", key, i), raw)
+        missing = [k for k in OPERATOR_KEYS if k not in fields]
+        if missing:
+            raise ConfigError(f"{where('operators', missing[0], i)}: missing")
+        out.append(Operator(**fields))
+    return out
+
+
+def _check_operators(where: _Locator, operators: list[Operator]) -> None:
+    seen_tokens: set[str] = set()
+    for i, op in enumerate(operators):
+        if op.token_hash in seen_tokens:
+            raise ConfigError(f"{where('operators', 'token_hash', i)}: used by two operators")
+        seen_tokens.add(op.token_hash)
+        if op.role == "operator" and not op.extensions:
+            raise ConfigError(f"{where('operators', 'extensions', i)}: an operator needs one")

@@ -41,7 +41,12 @@ def test_example_config_loads() -> None:
         ("[calls]\ntrunk_contexts = 'from-pstn'\n", ["calls.trunk_contexts", "list of strings"]),
         ("[calls]\ncall_timeout_s = -1\n", ["calls.call_timeout_s", "positive"]),
         ("[calls]\npbx_timezone = 'Mars/Base'\n", ["calls.pbx_timezone", "Mars/Base"]),
-        ("[ami]\nhost = 'x'\n", ["[ami]"]),
+        ("[ami]\nhots = 'x'\n", ["ami.hots", ":2:"]),
+        ("[amy]\nhost = 'x'\n", ["amy", "unknown key or section"]),
+        ("[ami]\nport = 70000\n", ["ami.port", "0-65535"]),
+        ("[ami]\nmode = 'asterisk'\n", ["ami.mode", "needs a secret"]),
+        ("[[operators]]\nname = 'A'\nextensions = ['101']\nrole = 'boss'\n", ["role", ":4:"]),
+        ("[[operators]]\nname = 'A'\nrole = 'admin'\n", ["operators[0]", "missing"]),
         ("[calls\n", ["not valid TOML"]),
     ],
 )
