@@ -58,10 +58,17 @@ class StreamDriver:
 
 
 def replay(
-    chunks: Iterable[bytes], tracker: CallTracker, *, flush: bool = True
+    chunks: Iterable[bytes],
+    tracker: CallTracker,
+    *,
+    flush: bool = True,
+    parser: AmiParser | None = None,
 ) -> Iterator[CallUpdate]:
-    """Every update the stream causes; with `flush`, calls still open at the end end as partial."""
-    parser = AmiParser({**tracker.subscription(), "FullyBooted": None})
+    """Every update the stream causes; with `flush`, calls still open at the end end as partial.
+
+    The default parser reads only what the tracker subscribes to."""
+    if parser is None:
+        parser = AmiParser({**tracker.subscription(), "FullyBooted": None})
     driver = StreamDriver(tracker)
     at: float | None = None
     for chunk in chunks:

@@ -336,6 +336,6 @@ def subscription(rules: ChannelRules) -> dict[str, tuple[bytes, ...] | None]:
     the few that matter (VarSet of the recording file and the DID, Newexten into VoiceMail)."""
     sub: dict[str, tuple[bytes, ...] | None] = dict.fromkeys(HANDLERS)
     variables = ("MIXMONITOR_FILENAME", *rules.did_variables)
-    sub["VarSet"] = tuple(f"\nVariable: {v}\n".encode() for v in variables)
-    sub["Newexten"] = (b"\nApplication: VoiceMail\n",)
+    sub["VarSet"] = tuple(f"\nVariable: {v}".encode() for v in variables)
+    sub["Newexten"] = (b"\nApplication: VoiceMail",)
     return sub
