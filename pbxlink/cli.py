@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from pbxlink.calls.updates import (
     Ringing,
     Transferred,
 )
-from pbxlink.config import ConfigError, load, parse
+from pbxlink.config import Config, ConfigError, hash_token, load, parse
 from pbxlink.logs import setup_logging
 from pbxlink.replay import finished_calls, read_chunks, replay
 from pbxlink.sim import scenarios
@@ -69,7 +70,7 @@ def _table_row(r: CallRecord) -> str:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     try:
-        config = load(args.config) if args.config else parse({})
+        config = _load_or_default(args.config)
     except ConfigError as exc:
         print(f"pbxlink: {exc}", file=sys.stderr)
         return 2
@@ -135,6 +136,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_or_default(path: Path | None) -> Config:
+    return load(path) if path else parse({})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon. Exit codes: 0 stopped cleanly, 2 bad config, 78 AMI login refused."""
+    import asyncio
+
+    from pbxlink.daemon import Daemon
+
+    try:
+        config = _load_or_default(args.config)
+    except ConfigError as exc:
+        print(f"pbxlink: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(Daemon(config).run())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.file)
+    except ConfigError as exc:
+        print(f"pbxlink: {exc}", file=sys.stderr)
+        return 2
+    ami = config.ami
+    target = "the built-in simulator" if ami.mode == "simulator" else f"{ami.host}:{ami.port}"
+    print(
+        f"{args.file}: OK. AMI: {target}; database: {config.storage.database_path}; "
+        f"web: {config.web.host}:{config.web.port}; {len(config.operators)} operator(s)."
+    )
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """A fresh random token for an operator; only its hash goes into the config file."""
+    token = secrets.token_urlsafe(32)
+    print(f"token (give it to the operator; it is not stored anywhere): {token}")
+    print("config line for that operator's [[operators]] table:")
+    print(f'token_hash = "{hash_token(token)}"')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pbxlink", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pbxlink {__version__}")
@@ -147,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
     d = sub.add_parser("demo", help="replay the recorded calls shipped with pbxlink")
     d.set_defaults(func=cmd_demo)
+    r = sub.add_parser("run", help="run the daemon (the simulator when no Asterisk is set)")
+    r.add_argument("--config", type=Path, help="pbxlink.toml (default: built-in defaults)")
+    r.set_defaults(func=cmd_run)
+    c = sub.add_parser("check-config", help="validate a config file without starting")
+    c.add_argument("file", type=Path)
+    c.set_defaults(func=cmd_check_config)
+    t = sub.add_parser("token", help="print a new operator token and its config line")
+    t.set_defaults(func=cmd_token)
     return parser
 
 

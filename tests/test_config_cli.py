@@ -124,3 +124,32 @@ def test_demo_replays_the_shipped_scenarios() -> None:
     assert "ნინო ბერიძე" in out.stdout
     assert "2001 stops ringing: answered_elsewhere" in out.stdout
     assert "voicemail" in out.stdout and "abandoned" in out.stdout
+
+
+def test_example_documents_every_key() -> None:
+    from pbxlink.config import OPERATOR_KEYS, SECTIONS
+
+    text = (ROOT / "config" / "pbxlink.example.toml").read_text()
+    for section, keys in SECTIONS.items():
+        if section:
+            assert f"[{section}]" in text
+        for key in keys:
+            assert f"\n{key} =" in text or f"# {key} =" in text, f"{section}.{key}"
+    for key in OPERATOR_KEYS:
+        assert f"# {key} =" in text, f"operators.{key}"
+
+
+def test_check_config_and_token_commands(tmp_path: Path) -> None:
+    out = run("token")
+    token = out.stdout.split(": ", 1)[1].split()[0]
+    line = out.stdout.strip().splitlines()[-1]
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(f"[[operators]]\nname = 'A'\nextensions = ['101']\nrole = 'operator'\n{line}\n")
+    ok = run("check-config", str(cfg))
+    assert ok.returncode == 0 and "1 operator(s)" in ok.stdout
+    config = load(cfg)
+    assert config.operator_by_token(token) is config.operators[0]
+    assert config.operator_by_token(token + "x") is None
+    cfg.write_text("[web]\nport = 'http'\n")
+    bad = run("check-config", str(cfg))
+    assert bad.returncode == 2 and f"{cfg}:2: web.port" in bad.stderr
