@@ -1,0 +1,23 @@
+"""The HTTP side of pbxlink: health, metrics and the token-protected API."""
+
+from pbxlink.web.app import CONFIG, METRICS, STATUS, StatusSource, WebServer, make_app, serve
+from pbxlink.web.auth import operator_of, public, requires
+from pbxlink.web.errors import ApiError, read_json, read_object
+from pbxlink.web.metrics import Metrics
+
+__all__ = [
+    "CONFIG",
+    "METRICS",
+    "STATUS",
+    "ApiError",
+    "Metrics",
+    "StatusSource",
+    "WebServer",
+    "make_app",
+    "operator_of",
+    "public",
+    "read_json",
+    "read_object",
+    "requires",
+    "serve",
+]

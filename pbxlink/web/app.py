@@ -1,0 +1,140 @@
+"""The web application: health, metrics and the API skeleton later routes are added to.
+
+`make_app` wires the middlewares (JSON errors outermost, then authentication) and the base
+routes; `serve` runs it on a TCP socket and hands back a handle the daemon closes on shutdown.
+Later modules add routes with `app.router.add_get(...)` on the app make_app returns, and find
+the daemon's parts under the AppKeys below.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from pbxlink.config import Config
+from pbxlink.web.auth import auth_middleware, operator_of, public
+from pbxlink.web.errors import error_middleware
+from pbxlink.web.metrics import CONTENT_TYPE, Metrics
+
+MAX_BODY = 1 << 20  # 1 MiB: JSON for a client card or a filter, never uploads of media
+SHUTDOWN_S = 5.0  # how long open requests (later: websockets) get to finish on shutdown
+
+
+class StatusSource(Protocol):
+    """What the daemon tells /healthz and the gauges of /metrics; read on every request."""
+
+    @property
+    def ami_state(self) -> str:
+        """ "up", "connecting", "down" or "auth_failed"."""
+        ...
+
+    @property
+    def last_event_age_s(self) -> float | None:
+        """Seconds since the last AMI event; None before the first."""
+        ...
+
+    @property
+    def calls_active(self) -> int: ...
+
+    @property
+    def store_queue_depth(self) -> int: ...
+
+    @property
+    def started_at(self) -> float:
+        """time.time() when the daemon started."""
+        ...
+
+
+CONFIG = web.AppKey("config", Config)
+STATUS = web.AppKey("status", StatusSource)
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def make_app(config: Config, status: StatusSource, metrics: Metrics) -> web.Application:
+    """The app; it also binds `metrics` to `status`, so /metrics and /healthz agree."""
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(config)], client_max_size=MAX_BODY
+    )
+    app[CONFIG] = config
+    app[STATUS] = status
+    app[METRICS] = metrics
+    metrics.bind(status)
+    app.on_response_prepare.append(_default_headers)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/api/me", me)
+    return app
+
+
+async def _default_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """API answers carry tokens' owners' data: no caching, no content sniffing."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+@public
+async def healthz(request: web.Request) -> web.Response:
+    """200 while the AMI link is up, 503 otherwise, so a plain HTTP check sees trouble."""
+    status = request.app[STATUS]
+    up = status.ami_state == "up"
+    age = status.last_event_age_s
+    body = {
+        "status": "ok" if up else "degraded",
+        "ami": {
+            "state": str(status.ami_state),
+            "last_event_age_s": None if age is None else round(age, 3),
+        },
+        "calls_active": status.calls_active,
+        "store_queue_depth": status.store_queue_depth,
+        "uptime_s": round(max(time.time() - status.started_at, 0.0), 3),
+    }
+    return web.json_response(body, status=200 if up else 503)
+
+
+@public
+async def prometheus(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def me(request: web.Request) -> web.Response:
+    """Who the token belongs to: the page shows it, scripts check their token with it."""
+    op = operator_of(request)
+    return web.json_response({"name": op.name, "extensions": list(op.extensions), "role": op.role})
+
+
+@dataclass(slots=True)
+class WebServer:
+    """A running server; `close()` (or leaving `async with`) stops it gracefully."""
+
+    runner: web.AppRunner
+    host: str
+    port: int  # the bound port: the real one when asked for port 0
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+    async def __aenter__(self) -> WebServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def serve(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float = SHUTDOWN_S
+) -> WebServer:
+    """Start listening; returns once the socket is bound (so a bind error raises here)."""
+    # aiohttp's access log goes to stdlib logging, which pbxlink does not set up.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return WebServer(runner, host, bound)

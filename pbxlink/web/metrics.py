@@ -1,0 +1,100 @@
+"""Prometheus metrics on a private registry (not the process-global one: tests and embedders
+can build as many as they like, and nothing foreign leaks into /metrics).
+
+The AMI read path only does `metrics.events += 1` on a plain int (about 30 ns, against about
+600 ns for `Counter.inc()`, which takes a lock); a collector turns the ints into samples at
+scrape time. The gauges are not pushed at all: they are read from the bound `StatusSource`,
+the same numbers /healthz shows. Only the lookup latency histogram is a prometheus_client
+object, as its buckets are worth not rewriting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, get_args
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from pbxlink.calls.record import Status
+
+if TYPE_CHECKING:
+    from pbxlink.web.app import StatusSource
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # prometheus_client's "latest" is 1.0.0 now
+# A directory lookup is on the way to a popup: it should take milliseconds, never seconds.
+LOOKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """The daemon's counters; the daemon bumps the ints, /metrics reads them."""
+
+    __slots__ = ("_status", "calls_ended", "events", "lookup_latency", "reconnects", "registry")
+
+    def __init__(self) -> None:
+        self.events = 0  # AMI events read (every message the tracker was fed)
+        self.reconnects = 0  # AMI logins after the first
+        # Every known status from the start, so rate() has a zero to start from.
+        self.calls_ended: dict[str, int] = dict.fromkeys(get_args(Status), 0)
+        self._status: StatusSource | None = None
+        self.registry = CollectorRegistry()
+        self.lookup_latency = Histogram(
+            "pbxlink_lookup_latency_seconds",
+            "Client directory lookup time per incoming call",
+            buckets=LOOKUP_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_Collector(self))
+
+    def bind(self, status: StatusSource) -> None:
+        """Read the gauges (link, active calls, store queue) from `status` at scrape time."""
+        self._status = status
+
+    def reconnected(self) -> None:
+        self.reconnects += 1
+
+    def call_ended(self, status: str) -> None:
+        self.calls_ended[status] = self.calls_ended.get(status, 0) + 1
+
+    def observe_lookup(self, seconds: float) -> None:
+        self.lookup_latency.observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text format 0.0.4 (see CONTENT_TYPE)."""
+        return generate_latest(self.registry)
+
+
+class _Collector:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield CounterMetricFamily("pbxlink_ami_events", "AMI events read", value=m.events)
+        yield CounterMetricFamily(
+            "pbxlink_ami_reconnects", "AMI logins after the first one", value=m.reconnects
+        )
+        ended = CounterMetricFamily(
+            "pbxlink_calls_ended", "Calls ended, by final status", labels=["status"]
+        )
+        for status, count in sorted(m.calls_ended.items()):
+            ended.add_metric([status], count)
+        yield ended
+        status = m._status
+        if status is None:
+            return  # unbound (a Metrics no daemon reports to): no gauges rather than wrong ones
+        yield GaugeMetricFamily(
+            "pbxlink_ami_link_up", "1 while logged in to the AMI", value=status.ami_state == "up"
+        )
+        yield GaugeMetricFamily(
+            "pbxlink_calls_active", "Calls in progress", value=status.calls_active
+        )
+        yield GaugeMetricFamily(
+            "pbxlink_store_queue_depth",
+            "Call records waiting to be written",
+            value=status.store_queue_depth,
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # names are fixed and cannot clash; skip a collect() at register time
