@@ -209,7 +209,7 @@ def default_state_dir() -> Path:
 
 def hash_token(token: str) -> str:
     """Tokens are 256 random bits, so one SHA-256 is enough: nothing to brute-force."""
-    return TOKEN_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+    return TOKEN_PREFIX + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 SECTIONS: dict[str, dict[str, Check]] = {
