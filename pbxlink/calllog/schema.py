@@ -1,0 +1,132 @@
+"""The call log's schema, as an ordered list of migrations.
+
+Migration N is `MIGRATIONS[N - 1]`; `schema_version` records each one applied (a history,
+not a single row). Never edit a migration that has shipped: add the next one. Each migration
+runs in one transaction together with its `schema_version` row, so a crash or an error mid-way
+leaves the database at the previous version, never in between.
+
+No `STRICT` tables: they need SQLite 3.37, and Python on RHEL/Rocky 9 (where many Asterisk
+boxes live) links 3.34, which cannot even open a database that has one. Types are checked by
+the store before writing instead, and the CHECKs below guard the enumerations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+import structlog
+
+log = structlog.get_logger("pbxlink.calllog")
+
+STATUSES = ("answered", "no_answer", "busy", "abandoned", "voicemail", "failed")
+DIRECTIONS = ("inbound", "outbound", "internal")
+ROLES = ("caller", "rang", "answered", "transferred")
+
+
+def _sql_list(values: Sequence[str]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+MIGRATION_1 = f"""
+CREATE TABLE calls (
+    call_id         TEXT NOT NULL PRIMARY KEY CHECK (call_id <> ''),
+    started_at      REAL NOT NULL,             -- epoch seconds, UTC
+    answered_at     REAL,
+    ended_at        REAL NOT NULL,             -- the log holds ended calls only
+    direction       TEXT NOT NULL CHECK (direction IN ({_sql_list(DIRECTIONS)})),
+    caller_number   TEXT NOT NULL,
+    caller_name     TEXT NOT NULL,
+    called_number   TEXT NOT NULL,
+    extensions_rung TEXT NOT NULL DEFAULT '[]',  -- JSON list, in ring order
+    answered_by     TEXT,
+    status          TEXT NOT NULL CHECK (status IN ({_sql_list(STATUSES)})),
+    wait_s          REAL NOT NULL,
+    talk_s          REAL NOT NULL,
+    hangup_cause    INTEGER,
+    queue           TEXT,
+    ivr_digits      TEXT NOT NULL DEFAULT '',
+    transferred_to  TEXT NOT NULL DEFAULT '[]',  -- JSON list
+    recording       TEXT,
+    partial         INTEGER NOT NULL CHECK (partial IN (0, 1)),
+    client_id       INTEGER,                   -- filled by the client directory
+    too_long        INTEGER NOT NULL DEFAULT 0 CHECK (too_long IN (0, 1))
+);
+CREATE INDEX calls_started ON calls (started_at, call_id);  -- call_id: ties, in order
+CREATE INDEX calls_caller ON calls (caller_number, started_at);
+CREATE INDEX calls_called ON calls (called_number, started_at);
+CREATE INDEX calls_status ON calls (status, started_at);
+CREATE INDEX calls_direction ON calls (direction, started_at);
+CREATE INDEX calls_client ON calls (client_id, started_at);
+CREATE INDEX calls_queue ON calls (queue, started_at);
+
+-- every extension a call involved, so "calls of extension X" is one index range;
+-- started_at is the call's, copied here so a time range needs no join to filter
+CREATE TABLE call_extensions (
+    call_id    TEXT NOT NULL REFERENCES calls (call_id) ON DELETE CASCADE,
+    extension  TEXT NOT NULL,
+    role       TEXT NOT NULL CHECK (role IN ({_sql_list(ROLES)})),
+    started_at REAL NOT NULL,
+    PRIMARY KEY (call_id, extension, role)
+) WITHOUT ROWID;
+CREATE INDEX call_extensions_extension ON call_extensions (extension, started_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1,)
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this version of pbxlink; the message names the file."""
+
+
+def statements(script: str) -> list[str]:
+    """Split a script on `;` where SQLite agrees a statement ends (triggers hold `;` inside)."""
+    out: list[str] = []
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n\t;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \n\t;"):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {buf.strip()!r}")
+    return out
+
+
+async def migrate(
+    db: aiosqlite.Connection, path: Path, migrations: Sequence[str] = MIGRATIONS
+) -> int:
+    """Bring the database to the newest version; returns it. `db` must be in autocommit mode.
+
+    BEGIN IMMEDIATE takes the write lock before reading the version, so two processes opening
+    the same new file cannot both apply migration 1.
+    """
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        rows = await db.execute_fetchall("SELECT coalesce(max(version), 0) FROM schema_version")
+        current = int(next(iter(rows))[0])
+        if current > len(migrations):
+            raise SchemaError(
+                f"{path}: the call log has schema version {current}, newer than this pbxlink "
+                f"knows (up to {len(migrations)}); upgrade pbxlink or point it at another database"
+            )
+        for version in range(current + 1, len(migrations) + 1):
+            for statement in statements(migrations[version - 1]):
+                await db.execute(statement)
+            applied_at = datetime.now(UTC).isoformat(timespec="seconds")
+            await db.execute("INSERT INTO schema_version VALUES (?, ?)", (version, applied_at))
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    if current < len(migrations):
+        log.info("calllog.migrated", path=str(path), old=current, new=len(migrations))
+    return len(migrations)

@@ -1,0 +1,319 @@
+"""The call log: every ended call, one row per call_id, in SQLite.
+
+Writes are group commits. `submit` (on the AMI read path) only appends to a queue and wakes
+the writer task; the writer takes everything queued so far (up to `max_batch`) and commits it
+in one transaction, then looks again. So a record is on disk about one commit after it ended,
+with no fixed delay, and a burst costs a few transactions, not one per call. WAL with
+synchronous=NORMAL: a committed transaction survives kill -9 of the daemon (not necessarily a
+power cut, which may lose the last commits but never corrupts the file).
+
+Reads use their own connection: in WAL mode they see committed data only and never wait for,
+or hold up, the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import sqlite3
+import time
+from pathlib import Path
+
+import aiosqlite
+import structlog
+
+from pbxlink.calllog.rows import (
+    COLUMNS,
+    PLACEHOLDERS,
+    BadRecord,
+    Row,
+    extension_rows,
+    from_row,
+    to_row,
+)
+from pbxlink.calllog.schema import SchemaError, migrate
+from pbxlink.calls.record import RECORD_FIELDS, CallRecord
+
+log = structlog.get_logger("pbxlink.calllog")
+
+RETRY_MIN_S = 0.1
+RETRY_MAX_S = 5.0
+
+_INSERT = f"INSERT INTO calls ({COLUMNS}) VALUES ({PLACEHOLDERS}) ON CONFLICT(call_id) DO NOTHING"
+_UPGRADE = f"UPDATE calls SET ({COLUMNS}) = ({PLACEHOLDERS}) WHERE call_id = ? AND partial = 1"
+_INSERT_EXT = "INSERT OR IGNORE INTO call_extensions VALUES (?, ?, ?, ?)"
+_DELETE_EXT = "DELETE FROM call_extensions WHERE call_id = ?"
+_SELECT = f"SELECT {COLUMNS} FROM calls"
+RECENT_SQL = f"{_SELECT} ORDER BY started_at DESC, call_id DESC LIMIT ?"
+# the extension's index, newest first, read only as far as the limit; then those rows' calls
+RECENT_EXTENSION_SQL = (
+    f"SELECT {', '.join('c.' + f for f in RECORD_FIELDS)} FROM "
+    "(SELECT DISTINCT started_at, call_id FROM call_extensions WHERE extension = ? "
+    "ORDER BY started_at DESC, call_id DESC LIMIT ?) AS e "
+    "JOIN calls AS c USING (call_id) ORDER BY e.started_at DESC, e.call_id DESC"
+)
+
+
+class CallLogStore:
+    """The call log. Call `open()`, run `run()` as a task, `submit()` records, `close()`."""
+
+    def __init__(self, path: Path, *, max_batch: int = 500, busy_timeout_s: float = 5.0) -> None:
+        self.path = Path(path)
+        self.max_batch = max_batch
+        self.busy_timeout_s = busy_timeout_s
+        self.written = 0  # records committed (new, upgraded or already there)
+        self.batches = 0  # transactions committed
+        self.duplicates = 0  # records whose call_id was already stored (nothing changed)
+        self.rejected = 0  # records refused as invalid (logged as calllog.bad_record)
+        self._queue: collections.deque[CallRecord] = collections.deque()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one transaction at a time on the writer connection
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._closed = False
+        self._inflight: asyncio.Future[bool] | None = None  # the batch run() is writing
+
+    @property
+    def queue_depth(self) -> int:
+        """Records submitted and not yet committed (includes the batch being written)."""
+        return len(self._queue)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and migrate. Errors name the file: a daemon that cannot log must not start."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._closed = False
+        try:
+            self._writer = await self._connect()
+            rows = await self._writer.execute_fetchall("PRAGMA journal_mode=WAL")
+            mode = str(next(iter(rows))[0])
+            version = await migrate(self._writer, self.path)
+            self._reader = await self._connect()
+            await self._reader.execute("PRAGMA query_only=ON")
+        except BaseException as exc:
+            for db in (self._writer, self._reader):
+                if db is not None:
+                    await db.close()
+            self._writer = self._reader = None
+            if isinstance(exc, sqlite3.DatabaseError):  # not a database, unreadable, locked
+                raise SchemaError(f"{self.path}: cannot open the call log: {exc}") from exc
+            raise
+        if mode != "wal":  # e.g. a network file system: still correct, slower, less safe
+            log.warning("calllog.no_wal", path=str(self.path), journal_mode=mode)
+        log.info("calllog.opened", path=str(self.path), version=version, journal_mode=mode)
+
+    async def _connect(self) -> aiosqlite.Connection:
+        # isolation_level=None: no implicit transactions, every BEGIN/COMMIT is ours
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        """Commit everything still queued, then close. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()  # lets a still-running run() return
+        if self._writer is not None:
+            while self._queue:
+                if not await self._write_batch():
+                    break
+            await self._writer.close()
+        if self._reader is not None:
+            await self._reader.close()
+        self._writer = self._reader = None
+        for record in self._queue:  # the database failed: the journal is all that is left
+            log.error("calllog.unwritten", call_id=record.call_id, record=_dump(record))
+        log.info("calllog.closed", written=self.written, batches=self.batches)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def submit(self, record: CallRecord) -> None:
+        """Queue an ended call for writing. Never blocks; call it on the event loop's thread."""
+        if self._closed:
+            # raising would only break the caller's read path; the journal keeps the record
+            log.error("calllog.submit_after_close", call_id=record.call_id, record=_dump(record))
+            return
+        self._queue.append(record)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer task. Returns after `close()`; cancelling it never cuts a batch in half."""
+        if self._writer is None:
+            raise RuntimeError(f"{self.path}: open() the call log before running its writer")
+        retry = RETRY_MIN_S
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue and not self._closed:
+                # shielded: a cancel (daemon shutdown) lets the batch finish, close() then
+                # waits for it on the lock and writes what is left
+                self._inflight = asyncio.ensure_future(self._write_batch())
+                if await asyncio.shield(self._inflight):
+                    retry = RETRY_MIN_S
+                else:
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, RETRY_MAX_S)
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is committed (or found unwritable)."""
+        while self._queue and not self._closed:
+            if not await self._write_batch():
+                raise RuntimeError(f"{self.path}: the call log cannot be written (see the log)")
+
+    async def _write_batch(self) -> bool:
+        """Commit the oldest queued records in one transaction; False if it must be retried."""
+        async with self._lock:
+            if self._writer is None:
+                raise RuntimeError(f"{self.path}: the call log is not open")
+            batch = list(itertools.islice(self._queue, self.max_batch))
+            if not batch:
+                return True
+            started = time.perf_counter()
+            rows: list[tuple[CallRecord, Row]] = []
+            bad: list[tuple[CallRecord, Exception]] = []
+            for record in batch:
+                try:
+                    rows.append((record, to_row(record)))
+                except BadRecord as exc:
+                    bad.append((record, exc))
+            try:
+                try:
+                    handled = await self._transaction(rows, one_by_one=False)
+                except sqlite3.IntegrityError:
+                    # one bad record must not cost the others: again, each under a savepoint
+                    handled = await self._transaction(rows, one_by_one=True, bad=bad)
+            except sqlite3.Error as exc:  # locked too long, disk full, I/O: keep all, retry
+                log.error(
+                    "calllog.write_failed", path=str(self.path), error=str(exc), queued=len(batch)
+                )
+                return False
+            for _ in batch:
+                self._queue.popleft()
+            self.batches += 1
+            self.written += handled[0]
+            self.duplicates += handled[1]
+            for record, exc in bad:
+                self.rejected += 1
+                log.error(
+                    "calllog.bad_record",
+                    call_id=str(record.call_id),
+                    error=str(exc),
+                    record=_dump(record),
+                )
+            ms = round((time.perf_counter() - started) * 1000, 2)
+            log.debug("calllog.flushed", records=len(batch), ms=ms, queued=len(self._queue))
+            return True
+
+    async def _transaction(
+        self,
+        rows: list[tuple[CallRecord, Row]],
+        *,
+        one_by_one: bool,
+        bad: list[tuple[CallRecord, Exception]] | None = None,
+    ) -> tuple[int, int]:
+        """One transaction; returns (records written, of which duplicates).
+
+        one_by_one: each record under its own savepoint, and those the database refuses
+        (a CHECK, NOT NULL) are rolled back alone and appended to `bad`.
+        """
+        assert self._writer is not None
+        db = self._writer
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if not one_by_one:
+                handled = await self._write(db, rows)
+            else:
+                handled = (0, 0)
+                for record, row in rows:
+                    await db.execute("SAVEPOINT record")
+                    try:
+                        one = await self._write(db, [(record, row)])
+                    except sqlite3.IntegrityError as exc:
+                        await db.execute("ROLLBACK TO record")
+                        if bad is not None:
+                            bad.append((record, exc))
+                        one = (0, 0)
+                    await db.execute("RELEASE record")
+                    handled = (handled[0] + one[0], handled[1] + one[1])
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                await db.execute("ROLLBACK")
+            raise
+        return handled
+
+    async def _write(
+        self, db: aiosqlite.Connection, rows: list[tuple[CallRecord, Row]]
+    ) -> tuple[int, int]:
+        """Write inside the open transaction; returns (records handled, duplicates).
+
+        A call_id already stored is left alone, except that a complete record replaces a
+        partial one: pbxlink saw the whole call the second time, so it knows better.
+        """
+        if not rows:
+            return 0, 0
+        marks = ", ".join("?" for _ in rows)
+        found = await db.execute_fetchall(
+            f"SELECT call_id, partial FROM calls WHERE call_id IN ({marks})",
+            [record.call_id for record, _ in rows],
+        )
+        stored: dict[str, bool] = {str(cid): bool(partial) for cid, partial in found}
+        inserts: list[tuple[CallRecord, Row]] = []
+        upgrades: list[tuple[CallRecord, Row]] = []
+        for record, row in rows:
+            was_partial = stored.get(record.call_id)
+            if was_partial is None:
+                inserts.append((record, row))
+            elif was_partial and not record.partial:
+                upgrades.append((record, row))
+            else:
+                continue
+            stored[record.call_id] = record.partial
+        await db.executemany(_INSERT, [row for _, row in inserts])
+        await db.executemany(_INSERT_EXT, [e for r, _ in inserts for e in extension_rows(r)])
+        await db.executemany(_UPGRADE, [(*row, r.call_id) for r, row in upgrades])
+        await db.executemany(_DELETE_EXT, [(r.call_id,) for r, _ in upgrades])
+        await db.executemany(_INSERT_EXT, [e for r, _ in upgrades for e in extension_rows(r)])
+        for record, _ in upgrades:
+            log.info("calllog.partial_replaced", call_id=record.call_id)
+        return len(rows), len(rows) - len(inserts) - len(upgrades)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
+        if self._reader is None:
+            raise RuntimeError(f"{self.path}: the call log is not open")
+        return [tuple(row) for row in await self._reader.execute_fetchall(sql, params)]
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        rows = await self._fetch(f"{_SELECT} WHERE call_id = ?", (call_id,))
+        return from_row(rows[0]) if rows else None
+
+    async def count(self) -> int:
+        return int((await self._fetch("SELECT count(*) FROM calls"))[0][0])
+
+    async def recent(self, limit: int = 50, extension: str | None = None) -> list[CallRecord]:
+        """Newest first; with `extension`, the calls it made, rang for, answered or took."""
+        if extension is None:
+            rows = await self._fetch(RECENT_SQL, (limit,))
+        else:
+            rows = await self._fetch(RECENT_EXTENSION_SQL, (extension, limit))
+        return [from_row(row) for row in rows]
+
+
+def _dump(record: CallRecord) -> dict[str, object]:
+    """The record for the journal, so a call refused by the database is not lost for good."""
+    try:
+        return record.to_dict()
+    except Exception:  # a record broken enough to be refused may not even serialise
+        return {name: repr(getattr(record, name, None)) for name in RECORD_FIELDS}
