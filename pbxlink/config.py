@@ -148,7 +148,6 @@ class SimulatorConfig:
 class StorageConfig:
     state_dir: Path = field(default_factory=lambda: default_state_dir())
     database: Path | None = None  # default: <state_dir>/pbxlink.sqlite3
-    batch_s: float = 0.2
 
     @property
     def database_path(self) -> Path:
@@ -238,7 +237,7 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "max_calls": _positive,
         "scenarios": _str_list,
     },
-    "storage": {"state_dir": _path, "database": _path, "batch_s": _positive},
+    "storage": {"state_dir": _path, "database": _path},
     "web": {"host": _nonempty, "port": _port},
     "thresholds": {"too_long_call_s": _positive, "service_level_s": _positive},
     "calls": {
