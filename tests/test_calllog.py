@@ -344,7 +344,7 @@ async def test_migrations_run_once_and_a_newer_database_is_refused(
     store = await opened()
     await store.close()
     first = raw(db_path, "SELECT version, applied_at FROM schema_version")
-    assert [v for v, _ in first] == [1]
+    assert [v for v, _ in first] == list(range(1, len(MIGRATIONS) + 1))
     await store.open()  # reopening applies nothing
     await store.close()
     assert raw(db_path, "SELECT version, applied_at FROM schema_version") == first
@@ -364,7 +364,7 @@ async def test_a_failing_migration_leaves_the_previous_version(
     async with aiosqlite.connect(db_path, isolation_level=None) as db:
         with pytest.raises(sqlite3.OperationalError, match="already exists"):
             await migrate(db, db_path, broken)
-    assert raw(db_path, "SELECT max(version) FROM schema_version") == [(1,)]
+    assert raw(db_path, "SELECT max(version) FROM schema_version") == [(len(MIGRATIONS),)]
     assert raw(db_path, "SELECT name FROM sqlite_master WHERE name = 'half_done'") == []
 
 
@@ -499,3 +499,25 @@ async def test_kill_9_loses_nothing_committed_and_leaves_no_half_call(
     store = await opened()  # and the daemon starts on it again
     assert await store.count() == rows
     assert await store.get("c0") is not None
+
+
+async def test_open_calls_survive_a_restart_until_their_final_record(
+    db_path: Path, opened: Opener
+) -> None:
+    """A call seen in progress is remembered across a restart; its final record forgets it."""
+    store = await opened()
+    first, second = make(1, call_id="1.1"), make(2, call_id="2.2")
+    store.note_open(first, 100.0)
+    store.note_open(second, 101.0)
+    store.note_open(dataclasses.replace(second, answered_by="102"), 102.0)  # latest wins
+    await store.flush()
+    await store.close()
+    store = await opened()
+    found = {r.call_id: (r, at) for r, at in await store.open_calls()}
+    assert set(found) == {"1.1", "2.2"}
+    assert found["2.2"][0].answered_by == "102" and found["2.2"][1] == 102.0
+    assert found["1.1"][0] == first
+    store.submit(first)
+    await store.flush()
+    assert [r.call_id for r, _ in await store.open_calls()] == ["2.2"]
+    assert await store.get("1.1") == first

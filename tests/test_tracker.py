@@ -353,3 +353,40 @@ def test_ring_outcomes_tell_missed_from_answered_elsewhere(traces_dir: Path) -> 
         ("2004", "answered"),
         ("2004", "no_answer"),
     ]
+
+
+def test_restore_after_a_daemon_restart() -> None:
+    """Calls a previous run saw: finished as partial if gone, enriched if still there."""
+    before = Pbx()
+    gone_caller, _ = inbound_ringing(before, 0, "101")
+    kept_caller, kept_phone = inbound_ringing(before, 1, "102")
+    before.send(2, "DTMFEnd", Uniqueid=kept_caller, Digit="7", Direction="Received")
+    before.dial_end(3, kept_caller, kept_phone, "ANSWER")
+    seen = {u.call.call_id: (u.call, u.at) for u in before.out}  # latest snapshot per call
+    after = Pbx()  # a new daemon: only the kept call is still on the PBX
+    after.t.link_up(T0 + 60, uptime=1000)
+    for uid, name in ((kept_caller, "PJSIP/trunk-00000001"), (kept_phone, "PJSIP/102-00000002")):
+        after.send(
+            60,
+            "CoreShowChannel",
+            Uniqueid=uid,
+            Linkedid=kept_caller,
+            Channel=name,
+            ChannelStateDesc="Up",
+            BridgeId="b",
+            Duration="00:00:40",
+            Context="from-trunk" if "trunk" in name else "from-internal",
+        )
+    after.send(60, "CoreShowChannelsComplete")
+    finals = []
+    for record, at in seen.values():
+        finals += after.t.restore(record, at)
+    (gone,) = finals
+    assert (gone.call_id, gone.call.partial, gone.call.status) == (gone_caller, True, "no_answer")
+    assert gone.call.ended_at == T0 and gone.call.extensions_rung == ["101"]
+    assert after.t.restore(seen[gone_caller][0], T0) == []  # never twice
+    after.hangup(70, kept_caller, kept_phone)
+    (kept,) = after.ended()
+    assert kept.partial and kept.started_at == T0 + 1 and kept.ivr_digits == "7"
+    assert kept.answered_by == "102" and kept.answered_at == T0 + 3
+    assert kept.caller_number == "0612345678" and kept.talk_s == 67.0

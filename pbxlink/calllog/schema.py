@@ -75,7 +75,17 @@ CREATE TABLE call_extensions (
 CREATE INDEX call_extensions_extension ON call_extensions (extension, started_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1,)
+# Calls in progress, so a call the daemon saw start still gets its one final record after a
+# crash or restart (ended as partial if Asterisk no longer has it). Deleted with the final row.
+MIGRATION_2 = """
+CREATE TABLE open_calls (
+    call_id    TEXT NOT NULL PRIMARY KEY,
+    record     TEXT NOT NULL,                  -- JSON of the CallRecord, times as epoch
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2)
 
 
 class SchemaError(RuntimeError):

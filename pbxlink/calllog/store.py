@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -46,6 +48,11 @@ _UPGRADE = f"UPDATE calls SET ({COLUMNS}) = ({PLACEHOLDERS}) WHERE call_id = ? A
 _INSERT_EXT = "INSERT OR IGNORE INTO call_extensions VALUES (?, ?, ?, ?)"
 _DELETE_EXT = "DELETE FROM call_extensions WHERE call_id = ?"
 _SELECT = f"SELECT {COLUMNS} FROM calls"
+_UPSERT_OPEN = (
+    "INSERT INTO open_calls VALUES (?, ?, ?) ON CONFLICT(call_id) DO UPDATE "
+    "SET record = excluded.record, updated_at = excluded.updated_at"
+)
+_DELETE_OPEN = "DELETE FROM open_calls WHERE call_id = ?"
 RECENT_SQL = f"{_SELECT} ORDER BY started_at DESC, call_id DESC LIMIT ?"
 # the extension's index, newest first, read only as far as the limit; then those rows' calls
 RECENT_EXTENSION_SQL = (
@@ -68,6 +75,7 @@ class CallLogStore:
         self.duplicates = 0  # records whose call_id was already stored (nothing changed)
         self.rejected = 0  # records refused as invalid (logged as calllog.bad_record)
         self._queue: collections.deque[CallRecord] = collections.deque()
+        self._open: dict[str, tuple[CallRecord, float]] = {}  # latest snapshot per open call
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one transaction at a time on the writer connection
         self._writer: aiosqlite.Connection | None = None
@@ -79,6 +87,10 @@ class CallLogStore:
     def queue_depth(self) -> int:
         """Records submitted and not yet committed (includes the batch being written)."""
         return len(self._queue)
+
+    @property
+    def _pending(self) -> bool:
+        return bool(self._queue or self._open)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -124,7 +136,7 @@ class CallLogStore:
         self._closed = True
         self._wake.set()  # lets a still-running run() return
         if self._writer is not None:
-            while self._queue:
+            while self._pending:
                 if not await self._write_batch():
                     break
             await self._writer.close()
@@ -143,8 +155,20 @@ class CallLogStore:
             # raising would only break the caller's read path; the journal keeps the record
             log.error("calllog.submit_after_close", call_id=record.call_id, record=_dump(record))
             return
+        self._open.pop(record.call_id, None)
         self._queue.append(record)
         self._wake.set()
+
+    def note_open(self, record: CallRecord, at: float) -> None:
+        """Remember a call in progress (its latest snapshot wins). Never blocks."""
+        if not self._closed:
+            self._open[record.call_id] = (record, at)
+            self._wake.set()
+
+    async def open_calls(self) -> list[tuple[CallRecord, float]]:
+        """Calls a previous run saw in progress and never ended, with when it last saw them."""
+        rows = await self._fetch("SELECT record, updated_at FROM open_calls ORDER BY updated_at")
+        return [(CallRecord(**json.loads(str(text))), float(at)) for text, at in rows]
 
     async def run(self) -> None:
         """The writer task. Returns after `close()`; cancelling it never cuts a batch in half."""
@@ -154,7 +178,7 @@ class CallLogStore:
         while not self._closed:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue and not self._closed:
+            while self._pending and not self._closed:
                 # shielded: a cancel (daemon shutdown) lets the batch finish, close() then
                 # waits for it on the lock and writes what is left
                 self._inflight = asyncio.ensure_future(self._write_batch())
@@ -166,7 +190,7 @@ class CallLogStore:
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed (or found unwritable)."""
-        while self._queue and not self._closed:
+        while self._pending and not self._closed:
             if not await self._write_batch():
                 raise RuntimeError(f"{self.path}: the call log cannot be written (see the log)")
 
@@ -176,7 +200,8 @@ class CallLogStore:
             if self._writer is None:
                 raise RuntimeError(f"{self.path}: the call log is not open")
             batch = list(itertools.islice(self._queue, self.max_batch))
-            if not batch:
+            opened, self._open = self._open, {}
+            if not batch and not opened:
                 return True
             started = time.perf_counter()
             rows: list[tuple[CallRecord, Row]] = []
@@ -186,16 +211,22 @@ class CallLogStore:
                     rows.append((record, to_row(record)))
                 except BadRecord as exc:
                     bad.append((record, exc))
+            snapshots = [
+                (cid, json.dumps(dataclasses.asdict(rec), ensure_ascii=False), at)
+                for cid, (rec, at) in opened.items()
+            ]
             try:
                 try:
-                    handled = await self._transaction(rows, one_by_one=False)
+                    handled = await self._transaction(rows, snapshots, one_by_one=False)
                 except sqlite3.IntegrityError:
                     # one bad record must not cost the others: again, each under a savepoint
-                    handled = await self._transaction(rows, one_by_one=True, bad=bad)
+                    handled = await self._transaction(rows, snapshots, one_by_one=True, bad=bad)
             except sqlite3.Error as exc:  # locked too long, disk full, I/O: keep all, retry
                 log.error(
                     "calllog.write_failed", path=str(self.path), error=str(exc), queued=len(batch)
                 )
+                for cid, snapshot in opened.items():  # keep them, unless a newer one came
+                    self._open.setdefault(cid, snapshot)
                 return False
             for _ in batch:
                 self._queue.popleft()
@@ -217,6 +248,7 @@ class CallLogStore:
     async def _transaction(
         self,
         rows: list[tuple[CallRecord, Row]],
+        snapshots: list[tuple[str, str, float]],
         *,
         one_by_one: bool,
         bad: list[tuple[CallRecord, Exception]] | None = None,
@@ -230,6 +262,8 @@ class CallLogStore:
         db = self._writer
         await db.execute("BEGIN IMMEDIATE")
         try:
+            await db.executemany(_UPSERT_OPEN, snapshots)
+            await db.executemany(_DELETE_OPEN, [(record.call_id,) for record, _ in rows])
             if not one_by_one:
                 handled = await self._write(db, rows)
             else:

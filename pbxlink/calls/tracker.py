@@ -17,11 +17,13 @@ Per-event handlers live in `pbxlink.calls.handlers`, in one dispatch table.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from pbxlink.ami.framing import Message
+from pbxlink.calls.record import CallRecord, Status
 from pbxlink.calls.rules import ChannelRules, Kind, dialed_number
 from pbxlink.calls.state import Call, Channel, Leg, clean_cid
 from pbxlink.calls.updates import (
@@ -112,6 +114,57 @@ class CallTracker:
         self._resync_known = set(self.channels)
         self._resync_seen = set()
         return self._flush()
+
+    def restore(self, seen: CallRecord, seen_at: float) -> list[CallUpdate]:
+        """What a previous run of the daemon knew of a call it did not see end.
+
+        Called once the first resync after a restart is done. A call Asterisk still has was
+        rebuilt from CoreShowChannel as partial: it gets back what only the earlier run saw
+        (when it started, who rang and answered, the IVR digits). A call Asterisk no longer
+        has ended while nobody watched: it ends now, partial, as last seen.
+        """
+        call = self.calls.get(seen.call_id)
+        if call is None:
+            if seen.call_id in self._ended:
+                return []
+            self._remember(seen.call_id)
+            end = max(seen_at, seen.started_at)
+            answered = seen.answered_at
+            status: Status = (
+                "answered"
+                if answered is not None
+                else ("no_answer" if seen.extensions_rung else "failed")
+            )
+            final = dataclasses.replace(
+                seen,
+                ended_at=end,
+                status=status,
+                partial=True,
+                wait_s=round((answered if answered is not None else end) - seen.started_at, 3),
+                talk_s=round(end - answered, 3) if answered is not None else 0.0,
+            )
+            return [CallEnded(end, final)]
+        call.partial = True
+        call.started_at = min(call.started_at, seen.started_at)
+        if seen.answered_at is not None and (
+            call.answered_at is None or call.answer_estimated or seen.answered_at < call.answered_at
+        ):
+            call.answered_at, call.answered_by = seen.answered_at, seen.answered_by
+            call.answer_estimated = False
+        caller = call.caller
+        if caller is not None and seen.direction == "inbound":
+            caller.cid_num = caller.cid_num or seen.caller_number
+            caller.cid_name = caller.cid_name or seen.caller_name
+        for ext in seen.extensions_rung:
+            if ext not in call.rung:
+                call.rung.append(ext)
+        call.ivr_digits = call.ivr_digits or seen.ivr_digits
+        call.queue = call.queue or seen.queue
+        call.recording = call.recording or seen.recording
+        call.transferred_to = call.transferred_to or list(seen.transferred_to)
+        if seen.direction == "inbound" and seen.called_number and not call.did:
+            call.did = seen.called_number
+        return []
 
     @property
     def active_calls(self) -> int:
