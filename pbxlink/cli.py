@@ -181,7 +181,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pbxlink", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pbxlink {__version__}")
-    parser.add_argument("--log-level", default="warning", help="debug, info, warning, error")
+    parser.add_argument(
+        "--log-level", help="debug, info, warning, error (default: info for run, else warning)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("replay", help="print the call records of recorded AMI streams")
     p.add_argument("trace", nargs="+", type=Path, help="AMI byte stream(s), e.g. 01_x.ami")
@@ -203,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level or ("info" if args.command == "run" else "warning"))
     return int(args.func(args))
 
 

@@ -75,6 +75,12 @@ def _positive(where: str, value: Any) -> float:
     return float(value)
 
 
+def _count(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: expected a whole number of at least 1, got {value!r}")
+    return value
+
+
 def _port(where: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ConfigError(f"{where}: expected a TCP port 0-65535, got {value!r}")
@@ -140,7 +146,8 @@ class SimulatorConfig:
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port (the daemon connects to it itself)
     calls_per_s: float = 0.5
-    max_calls: float = 50
+    max_calls: int = 50
+    speed: float = 1.0  # >1 plays the recorded calls faster (demos)
     scenarios: tuple[str, ...] = ()  # .ami files; empty: the scenarios shipped with pbxlink
 
 
@@ -234,7 +241,8 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "host": _nonempty,
         "port": _port,
         "calls_per_s": _positive,
-        "max_calls": _positive,
+        "max_calls": _count,
+        "speed": _positive,
         "scenarios": _str_list,
     },
     "storage": {"state_dir": _path, "database": _path},

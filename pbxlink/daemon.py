@@ -1,0 +1,205 @@
+"""The composition root: builds every part from the config and runs them in one TaskGroup.
+
+Start-up and shutdown order live here and nowhere else:
+  start: store (schema ready) -> simulator (when no Asterisk is configured) -> web -> in one
+         TaskGroup: the store writer, the AMI link, the tick clock, the signal watcher;
+         then systemd hears READY=1.
+  stop (SIGTERM/SIGINT): the TaskGroup is cancelled -> the AMI link closes -> the store
+         flushes every record still queued -> web and simulator close -> exit 0.
+The tracker is driven only from the AMI read callback and the tick task, both on the event
+loop thread, so it needs no lock; what it emits is handed to the store without awaiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import signal
+import time
+from collections.abc import Callable
+
+import structlog
+
+from pbxlink.ami.framing import Message
+from pbxlink.ami.link import AmiLink, AuthError
+from pbxlink.calllog import CallLogStore
+from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate
+from pbxlink.config import Config
+from pbxlink.sim.server import AmiSimulator
+from pbxlink.systemd import notify
+from pbxlink.web import Metrics, make_app, serve
+
+log = structlog.get_logger("pbxlink.daemon")
+
+TICK_S = 5.0
+EXIT_AUTH = 78  # EX_CONFIG: the unit's RestartPreventExitStatus stops a restart loop
+
+
+class _Stop(Exception):
+    """Raised inside the TaskGroup to end it on a signal."""
+
+
+class Daemon:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.started_at = clock()
+        self.tracker = CallTracker(config.tracker)
+        self.store = CallLogStore(config.storage.database_path)
+        self.metrics = Metrics()
+        self.simulator: AmiSimulator | None = None
+        self.link: AmiLink | None = None
+        self.listeners: list[Callable[[CallUpdate], None]] = []
+        self.web_port: int | None = None
+        self._stop = asyncio.Event()
+        self._logins = 0
+        self._orphans: list[tuple[CallRecord, float]] = []
+
+    # -- what /healthz and /metrics read ---------------------------------------------------------
+
+    @property
+    def ami_state(self) -> str:
+        return str(self.link.state) if self.link else "down"
+
+    @property
+    def last_event_age_s(self) -> float | None:
+        last = self.link.last_event_at if self.link else None
+        return None if last is None else max(self.clock() - last, 0.0)
+
+    @property
+    def calls_active(self) -> int:
+        return self.tracker.active_calls
+
+    @property
+    def store_queue_depth(self) -> int:
+        return self.store.queue_depth
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        cfg = self.config
+        await self.store.open()
+        self._orphans = await self.store.open_calls()
+        if self._orphans:
+            log.info("daemon.open_calls_found", count=len(self._orphans))
+        ami = cfg.ami
+        if ami.mode == "simulator":
+            secret = secrets.token_urlsafe(16)
+            self.simulator = AmiSimulator.from_config(
+                cfg.simulator,
+                username=ami.username,
+                secret=secret,
+                timestamps=False,
+                speed=cfg.simulator.speed,
+                pbx_timezone=cfg.tracker.pbx_timezone,
+            )
+            await self.simulator.start()
+            ami = dataclasses.replace(
+                ami, host=cfg.simulator.host, port=self.simulator.port, secret=secret, tls=False
+            )
+        self.link = AmiLink(
+            ami,
+            subscription=self.tracker.subscription(),
+            on_event=self._on_event,
+            on_up=self._on_up,
+            on_down=lambda at: self._dispatch(self.tracker.link_down(at)),
+            clock=self.clock,
+        )
+        web = await serve(make_app(cfg, self, self.metrics), cfg.web.host, cfg.web.port)
+        self.web_port = web.port
+        log.info("web.listening", host=cfg.web.host, port=web.port)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        code = 0
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.store.run(), name="store")
+                tg.create_task(self.link.run(), name="ami")
+                tg.create_task(self._ticker(), name="tick")
+                tg.create_task(self._wait_stop(), name="signals")
+                notify("READY=1")
+                log.info("daemon.ready", ami=self.link.where, database=str(self.store.path))
+        except* _Stop:
+            log.info("daemon.stopping")
+        except* AuthError as group:
+            log.error("ami.login_refused", error=str(group.exceptions[0]))
+            code = EXIT_AUTH
+        finally:
+            notify("STOPPING=1")
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            self.link.close()
+            await self.store.close()
+            await web.close()
+            if self.simulator is not None:
+                await self.simulator.close()
+            log.info("daemon.stopped", code=code, written=self.store.written)
+        return code
+
+    async def _wait_stop(self) -> None:
+        await self._stop.wait()
+        raise _Stop
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._dispatch(self.tracker.tick(self.clock()))
+
+    def _on_up(self, at: float, uptime: float) -> None:
+        if self._logins:
+            self.metrics.reconnected()
+        self._logins += 1
+        self._dispatch(self.tracker.link_up(at, uptime))
+
+    def _on_event(self, msg: Message, at: float) -> None:
+        """On the AMI read path: CPU work only, hand-offs never wait."""
+        self.metrics.events += 1
+        updates = self.tracker.feed(msg, at)
+        if updates:
+            self._dispatch(updates)
+        if self._orphans and msg.get("Event") == "CoreShowChannelsComplete":
+            self._restore_orphans()
+
+    def _restore_orphans(self) -> None:
+        """After the first resync: what the previous run saw in progress, finished or resumed."""
+        orphans, self._orphans = self._orphans, []
+        for record, seen_at in orphans:
+            self._dispatch(self.tracker.restore(record, seen_at))
+        log.info("daemon.open_calls_restored", count=len(orphans))
+
+    def _dispatch(self, updates: list[CallUpdate]) -> None:
+        store = self.store
+        for update in updates:
+            if isinstance(update, CallEnded):
+                store.submit(update.call)
+                self.metrics.call_ended(update.call.status)
+                _log_ended(update.call)
+            else:
+                store.note_open(update.call, update.at)
+            for listener in self.listeners:
+                try:
+                    listener(update)
+                except Exception:  # a consumer's bug must not stop the AMI reader
+                    log.exception("daemon.listener_failed", update=type(update).__name__)
+
+
+def _log_ended(r: CallRecord) -> None:
+    """One journal line per call: enough to follow the PBX with `journalctl -f`."""
+    log.info(
+        "call.ended",
+        call_id=r.call_id,
+        direction=r.direction,
+        caller=r.caller_number,
+        called=r.called_number,
+        status=r.status,
+        answered_by=r.answered_by,
+        rung=r.extensions_rung,
+        wait_s=r.wait_s,
+        talk_s=r.talk_s,
+        partial=r.partial,
+    )
