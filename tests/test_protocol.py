@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from panoramisk import Manager
@@ -142,3 +143,26 @@ def test_subscription_follows_registered_patterns(
         assert sub is None
     else:
         assert set(sub) == expected | {"FullyBooted"}
+
+
+def test_list_items_of_our_own_raw_actions_reach_the_sink() -> None:
+    """CoreShowChannel items carry the ActionID of an action panoramisk is not awaiting:
+    they must reach the sink, in stream order, like events."""
+    from pbxlink.ami.framing import AmiParser
+
+    protocol = FramedAMIProtocol()
+    received: list = []
+
+    wanted = {"CoreShowChannel": None, "CoreShowChannelsComplete": None}
+    protocol.factory = SimpleNamespace(
+        patterns=[], pbxlink_subscription=wanted, pbxlink_sink=received.append
+    )
+    protocol.responses = {}
+    protocol.parser = AmiParser(wanted)
+    protocol._patterns_seen = 0
+    protocol.data_received(
+        b"Response: Success\r\nActionID: pbxlink-resync-1\r\nEventList: start\r\n\r\n"
+        b"Event: CoreShowChannel\r\nActionID: pbxlink-resync-1\r\nUniqueid: 1.1\r\n\r\n"
+        b"Event: CoreShowChannelsComplete\r\nActionID: pbxlink-resync-1\r\nListItems: 1\r\n\r\n"
+    )
+    assert [m["Event"] for m in received] == ["CoreShowChannel", "CoreShowChannelsComplete"]

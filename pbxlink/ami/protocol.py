@@ -67,7 +67,9 @@ class FramedAMIProtocol(AMIProtocol):
             if isinstance(frame, Banner):
                 self.version = frame.version
                 continue
-            if sink is not None and "Event" in frame and "ActionID" not in frame:
-                sink(frame)
-                continue
+            if sink is not None and "Event" in frame:
+                action_id = frame.get("ActionID")
+                if action_id is None or action_id not in self.responses:
+                    sink(frame)  # events, and list items of actions panoramisk is not awaiting
+                    continue
             self.handle_message(to_panoramisk(frame))

@@ -279,6 +279,10 @@ class AmiSimulator:
 
     # -- misbehaviour ---------------------------------------------------------------------------
 
+    def stop_traffic(self) -> None:
+        """No new automatic calls from now on; the calls in progress play to their end."""
+        self._traffic_left = 0
+
     def drop_connections(self) -> None:
         """Reset every client connection; whatever happens until they return is lost to them."""
         sessions = list(self._sessions)

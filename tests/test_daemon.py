@@ -1,0 +1,370 @@
+"""The daemon against the simulator over real TCP: drops, silence, restarts, kills, signals.
+
+Each test plays recorded calls sped up 20x, so a minute of PBX traffic takes seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from pbxlink.calllog import CallLogStore
+from pbxlink.calls import CallRecord
+from pbxlink.config import Config, parse
+from pbxlink.daemon import Daemon
+from pbxlink.sim.scenario import load_scenarios
+from pbxlink.sim.server import AmiSimulator, FinishedCall
+
+SECRET = "s3cret-for-tests"
+SPEED = 20.0
+PING_S = 0.5
+
+
+def simulator(**kw: object) -> AmiSimulator:
+    defaults: dict[str, object] = dict(
+        secret=SECRET, calls_per_s=0, speed=SPEED, timestamps=False, pbx_timezone=dt.UTC
+    )
+    return AmiSimulator(load_scenarios(), **{**defaults, **kw})  # type: ignore[arg-type]
+
+
+def raw_config(state: Path, port: int, **ami: object) -> dict:
+    return {
+        "ami": {
+            "mode": "asterisk",
+            "host": "127.0.0.1",
+            "port": port,
+            "username": "pbxlink",
+            "secret": SECRET,
+            "ping_interval_s": PING_S,
+            "ping_timeout_s": PING_S,
+            "connect_timeout_s": 1,
+            "reconnect_min_s": 0.05,
+            "reconnect_max_s": 0.2,
+            **ami,
+        },
+        "storage": {"state_dir": str(state)},
+        "web": {"port": 0},
+        "calls": {"pbx_timezone": "UTC"},
+    }
+
+
+def config(state: Path, port: int, **ami: object) -> Config:
+    return parse(raw_config(state, port, **ami))
+
+
+async def until(
+    check: Callable[[], bool], timeout: float = 10.0, what: str | Callable[[], str] = ""
+) -> float:
+    """Wait (bounded) until `check()` holds; returns how long it took."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout} s waiting for {said or check}")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def stored(state: Path) -> dict[str, CallRecord]:
+    store = CallLogStore(state / "pbxlink.sqlite3")
+    await store.open()
+    try:
+        return {r.call_id: r for r in await store.recent(limit=10_000)}
+    finally:
+        await store.close()
+
+
+async def play(
+    sim: AmiSimulator, daemon: Daemon, disturb: Callable[[], object] | None = None
+) -> list[FinishedCall]:
+    """Every shipped scenario once; `disturb()` half a second in; wait until all are stored."""
+    seqs = sim.play_once(interval_s=0.05)
+    if disturb is not None:
+        await asyncio.sleep(0.5)
+        disturb()
+    played = await asyncio.wait_for(sim.wait_played(seqs), 30)
+    await until(
+        lambda: daemon.tracker.active_calls == 0,
+        what=lambda: f"every call ended; open: {_open_calls(daemon)}",
+    )
+    await until(lambda: daemon.store.queue_depth == 0, what="the store flushed")
+    return played
+
+
+def _open_calls(daemon: Daemon) -> list:
+    return [
+        (c.call_id, c.phase, [ch.name for ch in c.channels.values()])
+        for c in daemon.tracker.calls.values()
+    ]
+
+
+def comparable(r: CallRecord) -> tuple:
+    return (
+        r.direction,
+        r.caller_number,
+        r.caller_name,
+        r.called_number,
+        r.status,
+        tuple(sorted(r.extensions_rung)),
+        r.answered_by,
+        r.queue,
+        r.ivr_digits,
+        tuple(r.transferred_to),
+        bool(r.recording),
+    )
+
+
+async def run_daemon(cfg: Config, body: Callable[[Daemon], object]) -> Daemon:
+    daemon = Daemon(cfg)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: daemon.ami_state == "up" or task.done(), what="the AMI link up")
+        assert not task.done(), "the daemon stopped at start-up"
+        await body(daemon)  # type: ignore[misc]
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 10) == 0
+    return daemon
+
+
+async def records_by_scenario(state: Path, drop: bool) -> dict[str, CallRecord]:
+    """Play every shipped scenario once (dropping the link half a second in, if asked)."""
+    out: dict[str, CallRecord] = {}
+    async with simulator() as sim:
+
+        async def body(d: Daemon) -> None:
+            played = await play(sim, d, sim.drop_connections if drop else None)
+            if drop:
+                assert d.link is not None and d.link.reconnects >= 1
+            by_id = {p.linkedid: p.scenario for p in played}
+            records = await stored(state)
+            assert set(records) == set(by_id)  # one record per call, none extra
+            out.update({by_id[c]: r for c, r in records.items()})
+
+        await run_daemon(config(state, sim.port), body)
+    return out
+
+
+async def test_dropped_link_mid_call_gives_the_same_records(tmp_path: Path) -> None:
+    calm = await records_by_scenario(tmp_path / "calm", drop=False)
+    dropped = await records_by_scenario(tmp_path / "dropped", drop=True)
+    assert {k: comparable(r) for k, r in dropped.items()} == {
+        k: comparable(r) for k, r in calm.items()
+    }
+    for scenario, r in calm.items():
+        d = dropped[scenario]
+        assert abs(d.wait_s - r.wait_s) < 0.6 and abs(d.talk_s - r.talk_s) < 0.6, scenario
+
+
+async def test_half_open_link_is_detected_within_two_pings(tmp_path: Path) -> None:
+    async with simulator() as sim:
+
+        async def body(d: Daemon) -> None:
+            await asyncio.sleep(PING_S * 1.5)  # a few Pongs went through
+            sim.set_silent(True)
+            took = await until(lambda: d.ami_state != "up", what="the dead peer noticed")
+            assert took <= 2 * PING_S + 0.3
+            sim.set_silent(False)
+            await until(lambda: d.ami_state == "up", what="the link back up")
+            assert d.link is not None and d.link.reconnects == 1
+            async with aiohttp.ClientSession() as http:
+                got = await http.get(f"http://127.0.0.1:{d.web_port}/metrics")
+                assert "pbxlink_ami_reconnects_total 1.0" in await got.text()
+
+        await run_daemon(config(tmp_path, sim.port), body)
+
+
+async def test_asterisk_restart_ends_calls_as_partial_and_tracks_new_ones(tmp_path: Path) -> None:
+    async with simulator() as sim:
+
+        async def body(d: Daemon) -> None:
+            before = sim.play_once(
+                [
+                    "07_ivr_sales_noanswer_voicemail",
+                    "F02_ivr_queue_local_members_first_offer_timeout",
+                ]
+            )
+            await until(lambda: d.tracker.active_calls == 2, what="two calls in progress")
+            await asyncio.sleep(0.3)
+            sim.restart()
+            vanished = await sim.wait_played(before)
+            await until(lambda: d.ami_state == "up" and d.tracker.active_calls == 0)
+            after = await sim.wait_played(sim.play_once(["06_ivr_sales_101_noanswer_102_answers"]))
+            await until(lambda: d.tracker.active_calls == 0 and d.store.queue_depth == 0)
+            records = await stored(tmp_path)
+            assert {v.linkedid for v in vanished} | {after[0].linkedid} == set(records)
+            assert all(records[v.linkedid].partial for v in vanished)
+            fresh = records[after[0].linkedid]
+            assert not fresh.partial and fresh.answered_by == "102"
+
+        await run_daemon(config(tmp_path, sim.port), body)
+
+
+async def test_healthz_follows_the_link(tmp_path: Path) -> None:
+    async with simulator() as sim:
+
+        async def body(d: Daemon) -> None:
+            url = f"http://127.0.0.1:{d.web_port}/healthz"
+            async with aiohttp.ClientSession() as http:
+                up = await http.get(url)
+                assert up.status == 200 and (await up.json())["ami"]["state"] == "up"
+                await sim.close()  # Asterisk goes away
+                await until(lambda: d.ami_state != "up")
+                down = await http.get(url)
+                assert down.status == 503 and (await down.json())["status"] == "degraded"
+
+        await run_daemon(config(tmp_path, sim.port), body)
+
+
+# -- the daemon as a process, as systemd runs it ----------------------------------------------
+
+
+def start_process(cfg_file: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pbxlink", "run", "--config", str(cfg_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def write_config(path: Path, raw: dict) -> Path:
+    lines = []
+    for section, values in raw.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def rows(state: Path) -> set[str]:
+    db = state / "pbxlink.sqlite3"
+    if not db.exists():
+        return set()
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        try:
+            return {r[0] for r in conn.execute("SELECT call_id FROM calls")}
+        except sqlite3.OperationalError:
+            return set()
+
+
+async def test_wrong_secret_is_a_clear_error_and_a_non_zero_exit(tmp_path: Path) -> None:
+    async with simulator() as sim:
+        raw = raw_config(tmp_path, sim.port, secret="not-the-secret-9f2k")
+        proc = start_process(write_config(tmp_path / "p.toml", raw))
+        _, err = await asyncio.to_thread(proc.communicate, timeout=20)
+    assert proc.returncode == 78
+    assert f"127.0.0.1:{sim.port}" in err and "'pbxlink'" in err
+    assert "Authentication failed" in err
+    assert "not-the-secret-9f2k" not in err  # the secret is never logged
+
+
+async def test_broken_config_stops_run_with_file_line_and_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("[ami]\nmode = 'asterisk'\nsecret = 'x'\nping_interval_s = 'often'\n")
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "pbxlink", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert f"{cfg}:4: ami.ping_interval_s" in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def test_sigterm_flushes_everything_and_exits_zero(tmp_path: Path) -> None:
+    async with simulator() as sim:
+        proc = start_process(write_config(tmp_path / "p.toml", raw_config(tmp_path, sim.port)))
+        try:
+            await until(lambda: sim.clients == 1, timeout=20, what="the daemon logged in")
+            played = await asyncio.wait_for(sim.wait_played(sim.play_once(interval_s=0.05)), 30)
+            running = sim.play_once(["07_ivr_sales_noanswer_voicemail"])  # still going at stop
+            await asyncio.sleep(0.5)
+        finally:
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.to_thread(proc.communicate, timeout=15)
+        assert proc.returncode == 0, err
+        assert time.monotonic() - started < 5
+        assert {p.linkedid for p in played} <= rows(tmp_path)
+        assert '"daemon.stopped"' in err
+        # the call still in progress is remembered, to be finished by the next start
+        with sqlite3.connect(tmp_path / "pbxlink.sqlite3") as db:
+            open_ids = {r[0] for r in db.execute("SELECT call_id FROM open_calls")}
+        assert {p.linkedid for p in await sim.wait_played(running)} == open_ids
+
+
+@pytest.mark.slow
+async def test_kill_9_and_restart_mid_traffic_loses_and_duplicates_nothing(
+    tmp_path: Path,
+) -> None:
+    async with simulator(calls_per_s=6, max_calls=30) as sim:
+        cfg = write_config(tmp_path / "p.toml", raw_config(tmp_path, sim.port))
+        proc = start_process(cfg)
+        try:
+            await until(lambda: sim.clients == 1, timeout=20, what="the daemon logged in")
+            logged_in = time.time()
+            await until(lambda: len(rows(tmp_path)) >= 8, timeout=30, what="calls stored")
+            await asyncio.sleep(0.3)
+            killed_at = time.time()
+            os.kill(proc.pid, signal.SIGKILL)
+            await asyncio.to_thread(proc.wait, 10)
+            await asyncio.sleep(1.0)  # calls go on, some end, while nobody listens
+            proc = start_process(cfg)
+            await until(lambda: sim.clients == 1, timeout=20, what="the daemon back")
+            sim.stop_traffic()  # let the calls in progress end
+            await asyncio.sleep(6.0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.to_thread(proc.communicate, timeout=15)
+        assert proc.returncode == 0, err
+        stored_ids = rows(tmp_path)
+        everything = [*sim.finished, *sim.vanished]
+        # seen starting by the first run (well before the kill), ended before the final stop
+        must_have = {
+            f.linkedid
+            for f in everything
+            if logged_in < f.started_at < killed_at - 0.5 and f.ended_at < time.time() - 1
+        }
+        assert must_have, "the test played nothing worth checking"
+        assert must_have <= stored_ids, must_have - stored_ids
+        with sqlite3.connect(tmp_path / "pbxlink.sqlite3") as db:
+            (count,) = db.execute("SELECT count(*) FROM calls").fetchone()
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert count == len(stored_ids)  # one row per call
+
+
+async def test_call_that_ended_during_the_gap_ends_once_as_partial(tmp_path: Path) -> None:
+    """Its Hangups were never received: only the resync after the reconnect can end it."""
+    async with simulator() as sim:
+
+        async def body(d: Daemon) -> None:
+            (seq,) = sim.play_once(["07_ivr_sales_noanswer_voicemail"])
+            await until(
+                lambda: any(c.rung for c in d.tracker.calls.values()), what="the call ringing"
+            )
+            sim.set_silent(True, events=True)  # the link goes quiet: the events are lost
+            (done,) = await sim.wait_played([seq])
+            assert d.tracker.active_calls == 1  # nobody told the daemon
+            sim.set_silent(False)
+            sim.drop_connections()
+            await until(lambda: d.tracker.active_calls == 0, what="the resync to end it")
+            await until(lambda: d.store.queue_depth == 0)
+            (record,) = (await stored(tmp_path)).values()
+            assert record.call_id == done.linkedid and record.partial
+            assert record.ivr_digits == "1" and record.extensions_rung[:1] == ["101"]
+
+        await run_daemon(config(tmp_path, sim.port), body)
