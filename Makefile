@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-demo: $(STAMP)  ## replay the recorded real calls shipped with pbxlink
-	$(BIN)/pbxlink demo
+demo: $(STAMP)  ## the daemon with its defaults: SQLite, and the simulator playing real calls
+	@echo "pbxlink: web on http://127.0.0.1:8080 (/healthz, /metrics); Ctrl-C stops it"
+	$(BIN)/pbxlink run
 
 test: $(STAMP)  ## lint, then every test (the real traces are read from ../shared/traces)
 	$(BIN)/ruff check pbxlink tests benchmarks

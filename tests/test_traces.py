@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from pbxlink.ami.framing import AmiParser
 from pbxlink.calls.updates import CallEnded
 from pbxlink.replay import StreamDriver, finished_calls, replay
 
-from conftest import TRACE_NAMES, TRUTH, lab_tracker, need
+from conftest import ROOT, TRACE_NAMES, TRUTH, lab_tracker, need
 from truth_match import match_multiset
 
 
@@ -75,3 +76,36 @@ def test_receive_time_stamping_without_timestampevents(name: str, traces_dir: Pa
         for frame in parser.feed(piece):
             ended += [u for u in driver.frame(frame, rx["t_wall"]) if isinstance(u, CallEnded)]
     assert match_multiset(TRUTH[f"{name}.ami"], [u.call.to_dict() for u in ended]) == []
+
+
+def readme_eventfilter() -> tuple[list[re.Pattern[bytes]], list[re.Pattern[bytes]]]:
+    """The manager.conf `eventfilter` lines the README recommends: (whitelist, blacklist)."""
+    lines = re.findall(r"^eventfilter = (.+)$", (ROOT / "README.md").read_text(), re.M)
+    white = [re.compile(v.encode()) for v in lines if not v.startswith("!")]
+    black = [re.compile(v[1:].encode()) for v in lines if v.startswith("!")]
+    return white, black
+
+
+def asterisk_filtered(data: bytes) -> bytes:
+    """What Asterisk sends with those filters: an event passes if a whitelist pattern is found
+    in it and no blacklist pattern is; responses and list items are never filtered."""
+    white, black = readme_eventfilter()
+    kept = []
+    for block in data.split(b"\r\n\r\n"):
+        if block.startswith(b"Event: ") and b"ActionID: " not in block:
+            if white and not any(p.search(block) for p in white):
+                continue
+            if any(p.search(block) for p in black):
+                continue
+        kept.append(block)
+    return b"\r\n\r\n".join(kept)
+
+
+@pytest.mark.parametrize("name", TRACE_NAMES)
+def test_readme_eventfilter_keeps_every_record(name: str, traces_dir: Path) -> None:
+    white, _ = readme_eventfilter()
+    assert len(white) >= 15, "the README lost its eventfilter lines"
+    data = (traces_dir / name).read_bytes()
+    filtered = asterisk_filtered(data)
+    assert len(filtered) < len(data) * 0.5 or len(data) < 30_000
+    assert records_of(filtered, 64 * 1024) == records_of(data, 64 * 1024)
