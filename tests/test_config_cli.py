@@ -153,3 +153,25 @@ def test_check_config_and_token_commands(tmp_path: Path) -> None:
     cfg.write_text("[web]\nport = 'http'\n")
     bad = run("check-config", str(cfg))
     assert bad.returncode == 2 and f"{cfg}:2: web.port" in bad.stderr
+
+
+def test_ami_secret_from_env_or_file_and_never_in_repr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret_file = tmp_path / "ami-secret"
+    secret_file.write_text("from-a-file\n")
+    monkeypatch.setenv("PBX_SECRET", "from-the-env")
+    base = "[ami]\nmode = 'asterisk'\n"
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(base + f"secret_file = '{secret_file}'\n")
+    assert load(cfg).ami.secret == "from-a-file"
+    cfg.write_text(base + "secret_env = 'PBX_SECRET'\n")
+    config = load(cfg)
+    assert config.ami.secret == "from-the-env"
+    assert "from-the-env" not in repr(config)
+    cfg.write_text(base + "secret_env = 'NOT_SET_ANYWHERE'\n")
+    with pytest.raises(ConfigError, match="NOT_SET_ANYWHERE unset"):
+        load(cfg)
+    cfg.write_text(base + "secret = 'a'\nsecret_env = 'PBX_SECRET'\n")
+    with pytest.raises(ConfigError, match=r":4: ami\.secret_env: give only one"):
+        load(cfg)
