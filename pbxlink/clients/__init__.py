@@ -1,0 +1,1 @@
+"""The client directory: who is calling, and the card an operator sees."""
