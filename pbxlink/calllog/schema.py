@@ -20,6 +20,8 @@ from pathlib import Path
 import aiosqlite
 import structlog
 
+from pbxlink.clients import schema as clients_schema
+
 log = structlog.get_logger("pbxlink.calllog")
 
 STATUSES = ("answered", "no_answer", "busy", "abandoned", "voicemail", "failed")
@@ -85,7 +87,10 @@ CREATE TABLE open_calls (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2)
+# The client directory (pbxlink.clients): categories, clients, their phones and orders.
+MIGRATION_3 = clients_schema.MIGRATION
+
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3)
 
 
 class SchemaError(RuntimeError):

@@ -16,6 +16,8 @@ from aiohttp import web
 
 from pbxlink.config import Config
 from pbxlink.web.auth import auth_middleware, operator_of, public
+from pbxlink.web.clients import Directory
+from pbxlink.web.clients import add_routes as add_client_routes
 from pbxlink.web.errors import error_middleware
 from pbxlink.web.metrics import CONTENT_TYPE, Metrics
 
@@ -53,8 +55,17 @@ STATUS = web.AppKey("status", StatusSource)
 METRICS = web.AppKey("metrics", Metrics)
 
 
-def make_app(config: Config, status: StatusSource, metrics: Metrics) -> web.Application:
-    """The app; it also binds `metrics` to `status`, so /metrics and /healthz agree."""
+def make_app(
+    config: Config,
+    status: StatusSource,
+    metrics: Metrics,
+    *,
+    directory: Directory | None = None,
+) -> web.Application:
+    """The app; it also binds `metrics` to `status`, so /metrics and /healthz agree.
+
+    With a `directory`, the client API is mounted under /api/clients.
+    """
     app = web.Application(
         middlewares=[error_middleware, auth_middleware(config)], client_max_size=MAX_BODY
     )
@@ -66,6 +77,8 @@ def make_app(config: Config, status: StatusSource, metrics: Metrics) -> web.Appl
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/api/me", me)
+    if directory is not None:
+        add_client_routes(app, directory)
     return app
 
 

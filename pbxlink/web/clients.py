@@ -1,0 +1,349 @@
+"""The client directory's REST API, under /api/clients. JSON in and out, UTF-8.
+
+Operators read and edit clients (cards, phones, orders, photos); admins also delete clients
+and orders, merge clients and add categories. An operator closes an order rather than
+deleting it, so what the business owes stays on record.
+
+    GET    /api/clients?q=&limit=20          search: name/company (any script, any case) or
+                                             any form of a number; no q: latest changed
+    GET    /api/clients/lookup?number=       the card(s) for a caller: every client holding
+                                             the number, "shared": true when more than one
+    POST   /api/clients                      create {name, company, category, notes, city,
+                                             country, responsible, phones: [str|{number,label}]}
+    GET    /api/clients/categories           categories; POST (admin) {name, label, color}
+    GET    /api/clients/{id}                 the card (open orders only)
+    PATCH  /api/clients/{id}                 change the fields given
+    DELETE /api/clients/{id}                 admin; its calls stay in the log, unlinked
+    POST   /api/clients/{id}/phones          {number, label}: an untouched potential client
+                                             holding the number is merged in ("merged": [ids])
+    DELETE /api/clients/{id}/phones/{phone_id}
+    POST   /api/clients/{id}/merge           admin; {"gone_id": n}: n's phones, orders and
+                                             calls move to {id}, n is deleted
+    GET    /api/clients/{id}/orders?open=    all, or open=true/false; POST creates {number,
+                                             stage, responsible, debt, open}
+    PATCH  /api/clients/{id}/orders/{order_id}; DELETE (admin)
+    GET    /api/clients/{id}/photo           the photo, or a placeholder SVG when none
+    PUT    /api/clients/{id}/photo           raw body, Content-Type image/png, image/jpeg or
+                                             image/webp (or application/octet-stream: the bytes
+                                             decide); 415 for anything else, 413 above the limit
+    DELETE /api/clients/{id}/photo
+    GET    /api/clients/{id}/calls?limit=50  the client's calls from the log, newest first
+
+The photo is a raw body, not multipart: `curl -T photo.jpg -H 'Content-Type: image/jpeg'` and
+the page's `fetch(url, {method: "PUT", body: file})` both send exactly that, and it streams
+past the API's 1 MiB JSON limit with a limit of its own. Errors: 400 `invalid` (and 413/415 for
+photos, 409 `conflict`) carry `field`, the name of the field at fault; 404 `not_found` names
+what was not found.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from pbxlink.clients import photos
+from pbxlink.clients.directory import MAX_ID, Directory
+from pbxlink.clients.model import (
+    Conflict,
+    NotFound,
+    PhotoTooLarge,
+    UnsupportedPhoto,
+    ValidationError,
+)
+from pbxlink.web.auth import operator_of, requires
+from pbxlink.web.errors import ApiError, read_object
+
+log = structlog.get_logger("pbxlink.clients")
+
+DIRECTORY = web.AppKey("directory", Directory)
+ID = r"{id:\d+}"
+CHUNK = 64 * 1024
+# the placeholder is SVG: shown as an image it is inert, opened directly it may run nothing
+PHOTO_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+
+routes = web.RouteTableDef()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_routes(app: web.Application, directory: Directory) -> None:
+    """Mount the API on `app` (make_app does, when given a directory)."""
+    app[DIRECTORY] = directory
+    app.add_routes(routes)
+
+
+def _mapped(handler: Handler) -> Handler:
+    """The directory's errors as JSON 4xx naming the field; writes logged with who made them."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except PhotoTooLarge as exc:
+            raise ApiError(413, "body_too_large", str(exc), field=exc.field) from None
+        except UnsupportedPhoto as exc:
+            raise ApiError(415, "unsupported_media_type", str(exc), field=exc.field) from None
+        except ValidationError as exc:
+            raise ApiError(400, "invalid", str(exc), field=exc.field) from None
+        except Conflict as exc:
+            raise ApiError(409, "conflict", str(exc), field=exc.field) from None
+        except NotFound as exc:
+            raise ApiError(404, "not_found", str(exc), what=exc.what) from None
+        if request.method not in ("GET", "HEAD"):
+            log.info(
+                "clients.request",
+                operator=operator_of(request).name,
+                method=request.method,
+                path=request.path,
+                status=response.status,
+            )
+        return response
+
+    return wrapper
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(
+        body, status=status, dumps=functools.partial(json.dumps, ensure_ascii=False)
+    )
+
+
+def _directory(request: web.Request) -> Directory:
+    return request.app[DIRECTORY]
+
+
+def _path_id(request: web.Request, name: str = "id") -> int:
+    value = int(request.match_info[name])
+    if not 0 < value <= MAX_ID:
+        what = {"id": "client", "phone_id": "phone", "order_id": "order"}[name]
+        raise NotFound(what, value)
+    return value
+
+
+def _query_int(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise ValidationError(name, f"expected a whole number, got {raw!r}")
+    return int(raw)
+
+
+def _query_bool(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw in (None, "", "all"):
+        return None
+    if raw in ("true", "1"):
+        return True
+    if raw in ("false", "0"):
+        return False
+    raise ValidationError(name, f"expected true, false or all, got {raw!r}")
+
+
+def _only(body: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise ValidationError(key, f"unknown field (known: {', '.join(allowed)})")
+    for key in required:
+        if key not in body:
+            raise ValidationError(key, "required")
+
+
+# -- clients -----------------------------------------------------------------------------------
+
+
+@routes.get("/api/clients")
+@_mapped
+async def search(request: web.Request) -> web.Response:
+    q = request.query.get("q", "")
+    clients = await _directory(request).search(q, _query_int(request, "limit", 20))
+    return _json({"clients": [c.to_dict() for c in clients]})
+
+
+@routes.get("/api/clients/lookup")
+@_mapped
+async def lookup(request: web.Request) -> web.Response:
+    raw = request.query.get("number")
+    if raw is None:
+        raise ValidationError("number", "required")
+    directory = _directory(request)
+    clients = await directory.lookup(raw)
+    number = directory.numbers.normalize(raw)
+    return _json(
+        {
+            "number": raw,
+            "e164": number.e164 if number else None,
+            "shared": len(clients) > 1,
+            "clients": [c.to_dict() for c in clients],
+        }
+    )
+
+
+@routes.post("/api/clients")
+@_mapped
+async def create(request: web.Request) -> web.Response:
+    client = await _directory(request).create(await read_object(request))
+    response = _json(client.to_dict(), status=201)
+    response.headers["Location"] = f"/api/clients/{client.id}"
+    return response
+
+
+@routes.get(f"/api/clients/{ID}")
+@_mapped
+async def get(request: web.Request) -> web.Response:
+    client = await _directory(request).get(_path_id(request))
+    return _json(client.to_dict())
+
+
+@routes.patch(f"/api/clients/{ID}")
+@_mapped
+async def update(request: web.Request) -> web.Response:
+    client = await _directory(request).update(_path_id(request), await read_object(request))
+    return _json(client.to_dict())
+
+
+@routes.delete(f"/api/clients/{ID}")
+@requires("admin")
+@_mapped
+async def delete(request: web.Request) -> web.Response:
+    await _directory(request).delete(_path_id(request))
+    return web.Response(status=204)
+
+
+@routes.post(f"/api/clients/{ID}/merge")
+@requires("admin")
+@_mapped
+async def merge(request: web.Request) -> web.Response:
+    keep = _path_id(request)
+    body = await read_object(request)
+    _only(body, ("gone_id",), ("gone_id",))
+    gone = body["gone_id"]
+    if isinstance(gone, bool) or not isinstance(gone, int) or not 0 < gone <= MAX_ID:
+        raise ValidationError("gone_id", f"expected a client id, got {gone!r}")
+    client = await _directory(request).merge(keep, gone)
+    return _json(client.to_dict())
+
+
+# -- phones ------------------------------------------------------------------------------------
+
+
+@routes.post(f"/api/clients/{ID}/phones")
+@_mapped
+async def add_phone(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    _only(body, ("number", "label"), ("number",))
+    added = await _directory(request).add_phone(
+        _path_id(request), body["number"], body.get("label", "")
+    )
+    body = {"client": added.client.to_dict(), "phone": added.phone.to_dict()}
+    return _json({**body, "merged": list(added.merged)}, status=201)
+
+
+@routes.delete(f"/api/clients/{ID}/phones/{{phone_id:\\d+}}")
+@_mapped
+async def remove_phone(request: web.Request) -> web.Response:
+    directory = _directory(request)
+    client = await directory.remove_phone(_path_id(request), _path_id(request, "phone_id"))
+    return _json(client.to_dict())
+
+
+# -- orders ------------------------------------------------------------------------------------
+
+
+@routes.get(f"/api/clients/{ID}/orders")
+@_mapped
+async def orders(request: web.Request) -> web.Response:
+    found = await _directory(request).orders(_path_id(request), open=_query_bool(request, "open"))
+    return _json({"orders": [o.to_dict() for o in found]})
+
+
+@routes.post(f"/api/clients/{ID}/orders")
+@_mapped
+async def add_order(request: web.Request) -> web.Response:
+    order = await _directory(request).add_order(_path_id(request), await read_object(request))
+    return _json(order.to_dict(), status=201)
+
+
+@routes.patch(f"/api/clients/{ID}/orders/{{order_id:\\d+}}")
+@_mapped
+async def update_order(request: web.Request) -> web.Response:
+    client_id, order_id = _path_id(request), _path_id(request, "order_id")
+    order = await _directory(request).update_order(client_id, order_id, await read_object(request))
+    return _json(order.to_dict())
+
+
+@routes.delete(f"/api/clients/{ID}/orders/{{order_id:\\d+}}")
+@requires("admin")
+@_mapped
+async def delete_order(request: web.Request) -> web.Response:
+    await _directory(request).delete_order(_path_id(request), _path_id(request, "order_id"))
+    return web.Response(status=204)
+
+
+# -- photo -------------------------------------------------------------------------------------
+
+
+@routes.get(f"/api/clients/{ID}/photo")
+@_mapped
+async def get_photo(request: web.Request) -> web.StreamResponse:
+    path = await _directory(request).photo_path(_path_id(request))
+    headers = {**PHOTO_HEADERS, "Content-Type": photos.content_type(path)}
+    return web.FileResponse(path, headers=headers)
+
+
+@routes.put(f"/api/clients/{ID}/photo")
+@_mapped
+async def put_photo(request: web.Request) -> web.Response:
+    directory = _directory(request)
+    client_id = _path_id(request)
+    limit = directory.max_photo_bytes
+    length = request.content_length
+    if length is not None and length > limit:  # refused before a byte is read
+        raise PhotoTooLarge("photo", f"at most {limit} bytes, got {length}")
+    data = bytearray()
+    while chunk := await request.content.read(CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise PhotoTooLarge("photo", f"at most {limit} bytes")
+    content_type = request.headers.get("Content-Type")
+    client = await directory.set_photo(client_id, bytes(data), content_type)
+    return _json(client.to_dict())
+
+
+@routes.delete(f"/api/clients/{ID}/photo")
+@_mapped
+async def delete_photo(request: web.Request) -> web.Response:
+    client = await _directory(request).remove_photo(_path_id(request))
+    return _json(client.to_dict())
+
+
+# -- calls and categories ----------------------------------------------------------------------
+
+
+@routes.get(f"/api/clients/{ID}/calls")
+@_mapped
+async def calls(request: web.Request) -> web.Response:
+    limit = _query_int(request, "limit", 50)
+    found = await _directory(request).calls_of(_path_id(request), limit)
+    return _json({"calls": [c.to_dict() for c in found]})
+
+
+@routes.get("/api/clients/categories")
+@_mapped
+async def categories(request: web.Request) -> web.Response:
+    found = await _directory(request).categories()
+    return _json({"categories": [c.to_dict() for c in found]})
+
+
+@routes.post("/api/clients/categories")
+@requires("admin")
+@_mapped
+async def add_category(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    _only(body, ("name", "label", "color"), ("name", "label", "color"))
+    category = await _directory(request).add_category(body["name"], body["label"], body["color"])
+    return _json(category.to_dict(), status=201)
