@@ -21,6 +21,7 @@ from pbxlink.calls.updates import CallEnded, CallUpdate
 log = structlog.get_logger("pbxlink.replay")
 
 CHUNK = 64 * 1024
+MAX_EPOCH = 1e11  # year 5138: a larger Timestamp is garbage, not a date
 
 
 def read_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
@@ -71,17 +72,29 @@ def replay(
         parser = AmiParser({**tracker.subscription(), "FullyBooted": None})
     driver = StreamDriver(tracker)
     at: float | None = None
+    latest = 0.0  # the flush must reach every call, even if time went backwards at the end
     for chunk in chunks:
         for frame in parser.feed(chunk):
             stamp = frame.get("Timestamp") if isinstance(frame, Message) else None
             if stamp is not None:
-                try:
-                    at = float(stamp)
-                except ValueError:
+                value = _timestamp(stamp)
+                if value is None:
                     log.warning("replay.bad_timestamp", value=stamp[:40])
+                else:
+                    at = value
+                    latest = max(latest, value)
             yield from driver.frame(frame, at if at is not None else 0.0)
-    if flush and at is not None:
-        yield from tracker.tick(at + tracker.config.call_timeout_s + 1)
+    if flush:
+        yield from tracker.tick(latest + tracker.config.call_timeout_s + 1)
+
+
+def _timestamp(text: str) -> float | None:
+    """Epoch seconds, or None for what cannot be one (nan, inf, 1e300, garbage)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0.0 <= value < MAX_EPOCH else None
 
 
 def finished_calls(updates: Iterable[CallUpdate]) -> Iterator[CallEnded]:

@@ -285,7 +285,7 @@ def on_core_show_channel(t: CallTracker, msg: Message, at: float) -> None:
     if call.answered_at is None:
         down = t.down_at
         estimate = (down + at) / 2 if down is not None and down < at else at
-        t.answer_by_bridge(call, estimate, estimated=True)
+        t.answer_by_bridge(call, max(estimate, call.started_at), estimated=True)
 
 
 def _duration(text: str) -> float:

@@ -53,6 +53,7 @@ class Leg:
     began_at: float
     outcome: RingOutcome | None = None
     hint: RingOutcome | None = None  # what the queue or a Local wrapper said of this offer
+    announced: bool = False  # a Ringing went out for it, so its end must be told too
 
     @property
     def ringing(self) -> bool:

@@ -254,6 +254,7 @@ class CallTracker:
         if dest.kind is Kind.PHONE and dest is not call.caller and dest.extension:
             if dest.extension not in call.rung:
                 call.rung.append(dest.extension)
+            leg.announced = True
             self.emit(Ringing(at, call.record(at), dest.extension))
 
     def end_leg(self, leg: Leg, outcome: RingOutcome, at: float) -> None:
@@ -271,7 +272,7 @@ class CallTracker:
         )
         if counts and outcome != "answered":
             call.last_outcome = outcome
-        if dest.kind is Kind.PHONE and dest is not call.caller and dest.extension:
+        if leg.announced and dest.extension:
             self.emit(RingEnded(at, call.record(at), dest.extension, outcome))
         if outcome == "answered":
             self.mark_answered(call, dest, at)
@@ -292,7 +293,7 @@ class CallTracker:
         leg = call.legs.get(by.uniqueid)
         if leg is not None and leg.ringing:  # answered while we were not looking
             leg.outcome = "answered"
-            if by.extension:
+            if leg.announced and by.extension:
                 self.emit(RingEnded(at, call.record(at), by.extension, "answered"))
         self.emit(Answered(at, call.record(at), call.answered_by))
 
