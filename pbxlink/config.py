@@ -100,6 +100,15 @@ def _one_of(*allowed: str) -> Check:
     return check
 
 
+def _region(where: str, value: Any) -> str:
+    import phonenumbers
+
+    code = _str(where, value).upper()
+    if phonenumbers.country_code_for_region(code) == 0:
+        raise ConfigError(f"{where}: expected a country code such as GE, UA, US; got {value!r}")
+    return code
+
+
 def timezone(where: str, value: Any) -> dt.tzinfo:
     """`"local"` (the machine's zone, the usual case next to Asterisk) or an IANA name."""
     if not isinstance(value, str):
@@ -174,6 +183,15 @@ class Thresholds:
 
 
 @dataclass(slots=True)
+class ClientsConfig:
+    region: str = "GE"  # numbers without a country code are read as this country's
+    register_unknown: bool = True  # an unknown caller becomes a `potential` client
+    strip_prefixes: tuple[str, ...] = ("9", "0", "8")
+    last_digits: int = 9
+    lookup_budget_ms: float = 50.0
+
+
+@dataclass(slots=True)
 class Operator:
     name: str
     extensions: tuple[str, ...]
@@ -193,6 +211,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     web: WebConfig = field(default_factory=WebConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    clients: ClientsConfig = field(default_factory=ClientsConfig)
     recordings_dir: Path = Path("/var/spool/asterisk/monitor")
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     operators: list[Operator] = field(default_factory=list)
@@ -248,6 +267,13 @@ SECTIONS: dict[str, dict[str, Check]] = {
     "storage": {"state_dir": _path, "database": _path},
     "web": {"host": _nonempty, "port": _port},
     "thresholds": {"too_long_call_s": _positive, "service_level_s": _positive},
+    "clients": {
+        "region": _region,
+        "register_unknown": _bool,
+        "strip_prefixes": _str_list,
+        "last_digits": _count,
+        "lookup_budget_ms": _positive,
+    },
     "calls": {
         "trunk_contexts": _str_list,
         "trunk_endpoints": _str_list,
@@ -336,6 +362,7 @@ def parse(raw: dict[str, Any], source: str = "<config>", text: str | None = None
     config.storage = StorageConfig(**storage)
     config.web = WebConfig(**values["web"])
     config.thresholds = Thresholds(**values["thresholds"])
+    config.clients = ClientsConfig(**values["clients"])
     config.tracker = _tracker(where, values["calls"])
     _check_operators(where, operators)
     return config

@@ -25,6 +25,9 @@ from pbxlink.ami.framing import Message
 from pbxlink.ami.link import AmiLink, AuthError
 from pbxlink.calllog import CallLogStore
 from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate
+from pbxlink.clients.directory import Directory
+from pbxlink.clients.model import Client
+from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.config import Config
 from pbxlink.sim.server import AmiSimulator
 from pbxlink.systemd import notify
@@ -47,6 +50,21 @@ class Daemon:
         self.started_at = clock()
         self.tracker = CallTracker(config.tracker)
         self.store = CallLogStore(config.storage.database_path)
+        clients = config.clients
+        self.directory = Directory(
+            config.storage.database_path,
+            PhoneNumbers(
+                clients.region,
+                strip_prefixes=clients.strip_prefixes,
+                last_digits=clients.last_digits,
+            ),
+            photos_dir=config.storage.state_dir / "photos",
+            register_unknown=clients.register_unknown,
+        )
+        #: call_id -> the clients the directory found for the caller (or the callee, outbound)
+        self.cards: dict[str, list[Client]] = {}
+        self._identifying: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = Metrics()
         self.simulator: AmiSimulator | None = None
         self.link: AmiLink | None = None
@@ -83,6 +101,7 @@ class Daemon:
     async def run(self) -> int:
         cfg = self.config
         await self.store.open()
+        await self.directory.open()
         self._orphans = await self.store.open_calls()
         if self._orphans:
             log.info("daemon.open_calls_found", count=len(self._orphans))
@@ -109,7 +128,8 @@ class Daemon:
             on_down=lambda at: self._dispatch(self.tracker.link_down(at)),
             clock=self.clock,
         )
-        web = await serve(make_app(cfg, self, self.metrics), cfg.web.host, cfg.web.port)
+        app = make_app(cfg, self, self.metrics, directory=self.directory)
+        web = await serve(app, cfg.web.host, cfg.web.port)
         self.web_port = web.port
         log.info("web.listening", host=cfg.web.host, port=web.port)
         loop = asyncio.get_running_loop()
@@ -134,12 +154,46 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             self.link.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.store.close()
+            await self.directory.close()
             await web.close()
             if self.simulator is not None:
                 await self.simulator.close()
             log.info("daemon.stopped", code=code, written=self.store.written)
         return code
+
+    def _identify(self, call: CallRecord) -> None:
+        """Look the caller up off the read path; the card waits for nobody but the directory."""
+        self._identifying.add(call.call_id)
+        task = asyncio.create_task(self._lookup(call.call_id, _client_number(call)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lookup(self, call_id: str, number: str) -> None:
+        started = time.perf_counter()
+        try:
+            clients = await self.directory.lookup(number)
+            if not clients:
+                new = await self.directory.register_unknown(number)
+                clients = [new] if new is not None else []
+        except Exception:  # a broken directory must not cost the call its record
+            log.exception("clients.lookup_failed", call_id=call_id)
+            return
+        finally:
+            self.metrics.observe_lookup(time.perf_counter() - started)
+        if call_id in self._identifying:
+            self.cards[call_id] = clients
+        elif len(clients) == 1:  # the call ended meanwhile: link its record now
+            self.store.set_client(call_id, clients[0].id)
+
+    def _client_id(self, call_id: str) -> int | None:
+        """The call's client for the log: only when exactly one client holds the number."""
+        self._identifying.discard(call_id)
+        clients = self.cards.pop(call_id, [])
+        return clients[0].id if len(clients) == 1 else None
 
     async def _wait_stop(self) -> None:
         await self._stop.wait()
@@ -175,12 +229,15 @@ class Daemon:
     def _dispatch(self, updates: list[CallUpdate]) -> None:
         store = self.store
         for update in updates:
+            call = update.call
             if isinstance(update, CallEnded):
-                store.submit(update.call)
-                self.metrics.call_ended(update.call.status)
-                _log_ended(update.call)
+                store.submit(call, client_id=self._client_id(call.call_id))
+                self.metrics.call_ended(call.status)
+                _log_ended(call)
             else:
-                store.note_open(update.call, update.at)
+                store.note_open(call, update.at)
+                if call.call_id not in self._identifying and _client_number(call):
+                    self._identify(call)
             for listener in self.listeners:
                 try:
                     listener(update)
@@ -203,3 +260,12 @@ def _log_ended(r: CallRecord) -> None:
         talk_s=r.talk_s,
         partial=r.partial,
     )
+
+
+def _client_number(call: CallRecord) -> str:
+    """Whose card an operator needs: the caller's inbound, the called party's outbound."""
+    if call.direction == "inbound":
+        return call.caller_number
+    if call.direction == "outbound":
+        return call.called_number
+    return ""

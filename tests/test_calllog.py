@@ -521,3 +521,17 @@ async def test_open_calls_survive_a_restart_until_their_final_record(
     await store.flush()
     assert [r.call_id for r, _ in await store.open_calls()] == ["2.2"]
     assert await store.get("1.1") == first
+
+
+async def test_client_id_given_at_submit_is_stored(db_path: Path, opened: Opener) -> None:
+    store = await opened()
+    store.submit(make(1), client_id=42)
+    store.submit(make(2))
+    store.submit(make(3))
+    store.set_client(make(3).call_id, 7)  # the directory answered after the call ended
+    await store.flush()
+    store.set_client(make(2).call_id, 8)  # ... or after the row was written
+    store.set_client(make(1).call_id, 9)  # never overrides a client already linked
+    await store.flush()
+    rows = raw(db_path, "SELECT call_id, client_id FROM calls ORDER BY call_id")
+    assert rows == [(make(1).call_id, 42), (make(2).call_id, 8), (make(3).call_id, 7)]

@@ -368,3 +368,33 @@ async def test_call_that_ended_during_the_gap_ends_once_as_partial(tmp_path: Pat
             assert record.ivr_digits == "1" and record.extensions_rung[:1] == ["101"]
 
         await run_daemon(config(tmp_path, sim.port), body)
+
+
+async def test_callers_are_looked_up_registered_and_linked_in_the_log(tmp_path: Path) -> None:
+    """The first call from an unknown number creates a potential client; the next finds it;
+    both calls in the log point at it. A known client is found by any form of its number."""
+    async with simulator() as sim:
+
+        async def body(d: Daemon) -> None:
+            known = await d.directory.create({"name": "Nino", "phones": ["+995 599 123 456"]})
+            for scenario in (
+                "04_in_direct_busy",
+                "04_in_direct_busy",
+                "F01_ringgroup_georgian_caller_2002_answers",
+            ):
+                await sim.wait_played(sim.play_once([scenario]))
+                await until(lambda: d.tracker.active_calls == 0 and not d._tasks)
+            await d.store.flush()
+            with sqlite3.connect(tmp_path / "pbxlink.sqlite3") as db:
+                linked = db.execute(
+                    "SELECT caller_number, client_id FROM calls ORDER BY started_at"
+                ).fetchall()
+            (potential,) = await d.directory.lookup("0622222222")
+            assert potential.category == "potential"
+            assert linked == [
+                ("0622222222", potential.id),
+                ("0622222222", potential.id),
+                ("+995599123456", known.id),
+            ]
+
+        await run_daemon(config(tmp_path, sim.port), body)

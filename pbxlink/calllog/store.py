@@ -53,6 +53,7 @@ _UPSERT_OPEN = (
     "SET record = excluded.record, updated_at = excluded.updated_at"
 )
 _DELETE_OPEN = "DELETE FROM open_calls WHERE call_id = ?"
+_SET_CLIENT = "UPDATE calls SET client_id = ? WHERE call_id = ? AND client_id IS NULL"
 RECENT_SQL = f"{_SELECT} ORDER BY started_at DESC, call_id DESC LIMIT ?"
 # the extension's index, newest first, read only as far as the limit; then those rows' calls
 RECENT_EXTENSION_SQL = (
@@ -76,6 +77,8 @@ class CallLogStore:
         self.rejected = 0  # records refused as invalid (logged as calllog.bad_record)
         self._queue: collections.deque[CallRecord] = collections.deque()
         self._open: dict[str, tuple[CallRecord, float]] = {}  # latest snapshot per open call
+        self._client_ids: dict[str, int] = {}  # call_id -> the client the directory found
+        self._late_clients: list[tuple[int, str]] = []  # found after the call was submitted
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one transaction at a time on the writer connection
         self._writer: aiosqlite.Connection | None = None
@@ -90,7 +93,7 @@ class CallLogStore:
 
     @property
     def _pending(self) -> bool:
-        return bool(self._queue or self._open)
+        return bool(self._queue or self._open or self._late_clients)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -149,15 +152,25 @@ class CallLogStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def submit(self, record: CallRecord) -> None:
-        """Queue an ended call for writing. Never blocks; call it on the event loop's thread."""
+    def submit(self, record: CallRecord, client_id: int | None = None) -> None:
+        """Queue an ended call for writing. Never blocks; call it on the event loop's thread.
+
+        `client_id`: the directory's client for the call, when exactly one was found."""
         if self._closed:
             # raising would only break the caller's read path; the journal keeps the record
             log.error("calllog.submit_after_close", call_id=record.call_id, record=_dump(record))
             return
         self._open.pop(record.call_id, None)
+        if client_id is not None:
+            self._client_ids[record.call_id] = client_id
         self._queue.append(record)
         self._wake.set()
+
+    def set_client(self, call_id: str, client_id: int) -> None:
+        """The directory answered after the call ended (a short call): link its row now."""
+        if not self._closed:
+            self._late_clients.append((client_id, call_id))
+            self._wake.set()
 
     def note_open(self, record: CallRecord, at: float) -> None:
         """Remember a call in progress (its latest snapshot wins). Never blocks."""
@@ -201,7 +214,8 @@ class CallLogStore:
                 raise RuntimeError(f"{self.path}: the call log is not open")
             batch = list(itertools.islice(self._queue, self.max_batch))
             opened, self._open = self._open, {}
-            if not batch and not opened:
+            late, self._late_clients = self._late_clients, []
+            if not batch and not opened and not late:
                 return True
             started = time.perf_counter()
             rows: list[tuple[CallRecord, Row]] = []
@@ -217,19 +231,22 @@ class CallLogStore:
             ]
             try:
                 try:
-                    handled = await self._transaction(rows, snapshots, one_by_one=False)
+                    handled = await self._transaction(rows, snapshots, late, one_by_one=False)
                 except sqlite3.IntegrityError:
                     # one bad record must not cost the others: again, each under a savepoint
-                    handled = await self._transaction(rows, snapshots, one_by_one=True, bad=bad)
+                    handled = await self._transaction(
+                        rows, snapshots, late, one_by_one=True, bad=bad
+                    )
             except sqlite3.Error as exc:  # locked too long, disk full, I/O: keep all, retry
                 log.error(
                     "calllog.write_failed", path=str(self.path), error=str(exc), queued=len(batch)
                 )
                 for cid, snapshot in opened.items():  # keep them, unless a newer one came
                     self._open.setdefault(cid, snapshot)
+                self._late_clients[:0] = late
                 return False
             for _ in batch:
-                self._queue.popleft()
+                self._client_ids.pop(self._queue.popleft().call_id, None)
             self.batches += 1
             self.written += handled[0]
             self.duplicates += handled[1]
@@ -249,6 +266,7 @@ class CallLogStore:
         self,
         rows: list[tuple[CallRecord, Row]],
         snapshots: list[tuple[str, str, float]],
+        late: list[tuple[int, str]],
         *,
         one_by_one: bool,
         bad: list[tuple[CallRecord, Exception]] | None = None,
@@ -264,6 +282,11 @@ class CallLogStore:
         try:
             await db.executemany(_UPSERT_OPEN, snapshots)
             await db.executemany(_DELETE_OPEN, [(record.call_id,) for record, _ in rows])
+            clients = [
+                (self._client_ids[r.call_id], r.call_id)
+                for r, _ in rows
+                if r.call_id in self._client_ids
+            ]
             if not one_by_one:
                 handled = await self._write(db, rows)
             else:
@@ -279,6 +302,7 @@ class CallLogStore:
                         one = (0, 0)
                     await db.execute("RELEASE record")
                     handled = (handled[0] + one[0], handled[1] + one[1])
+            await db.executemany(_SET_CLIENT, clients + late)
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
