@@ -988,8 +988,9 @@ async def test_mariadb_connection_refused_is_logged_and_skipped() -> None:
 
 async def test_sql_and_http_in_one_chain(pg: Any, crm: Crm) -> None:
     _, t = pg
-    sources = [pg_source(t, name="erp"), http(crm, "slow/0.2", name="crm")]
-    async with LookupChain(sources, budget_s=0.1) as chain:
+    # budget 0.5 s (the first query also opens the pool), the CRM answers after 1 s
+    sources = [pg_source(t, name="erp"), http(crm, "slow/1.0", name="crm", timeout_s=3)]
+    async with LookupChain(sources, budget_s=0.5) as chain:
         now = await chain.lookup(NINO)
         assert now.fields.source == "erp" and now.pending is not None
         later = await now.pending
