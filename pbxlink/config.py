@@ -100,6 +100,15 @@ def _one_of(*allowed: str) -> Check:
     return check
 
 
+def _sources(where: str, value: Any) -> tuple[Any, ...]:
+    """[[clients.sources]] tables: checked now, connected only when first asked."""
+    from pbxlink.clients.sources import source_from_dict
+
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ConfigError(f"{where}: expected [[clients.sources]] tables")
+    return tuple(source_from_dict(f"{where}[{i}]", table) for i, table in enumerate(value))
+
+
 def _region(where: str, value: Any) -> str:
     import phonenumbers
 
@@ -189,6 +198,7 @@ class ClientsConfig:
     strip_prefixes: tuple[str, ...] = ("9", "0", "8")
     last_digits: int = 9
     lookup_budget_ms: float = 50.0
+    sources: tuple[Any, ...] = ()  # pbxlink.clients.sources.Source, in chain order
 
 
 @dataclass(slots=True)
@@ -273,6 +283,7 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "strip_prefixes": _str_list,
         "last_digits": _count,
         "lookup_budget_ms": _positive,
+        "sources": _sources,
     },
     "calls": {
         "trunk_contexts": _str_list,

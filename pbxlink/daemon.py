@@ -18,6 +18,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -28,6 +29,7 @@ from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import Client
 from pbxlink.clients.numbers import PhoneNumbers
+from pbxlink.clients.sources import CardFields, LookupChain
 from pbxlink.config import Config
 from pbxlink.sim.server import AmiSimulator
 from pbxlink.systemd import notify
@@ -37,6 +39,15 @@ log = structlog.get_logger("pbxlink.daemon")
 
 TICK_S = 5.0
 EXIT_AUTH = 78  # EX_CONFIG: the unit's RestartPreventExitStatus stops a restart loop
+
+
+@dataclass(slots=True)
+class CallCard:
+    """What pbxlink knows of a call's client: the directory's clients (more than one when
+    they share the number), and what the CRM sources said (it may arrive later)."""
+
+    clients: list[Client]
+    external: CardFields | None = None
 
 
 class _Stop(Exception):
@@ -61,8 +72,9 @@ class Daemon:
             photos_dir=config.storage.state_dir / "photos",
             register_unknown=clients.register_unknown,
         )
-        #: call_id -> the clients the directory found for the caller (or the callee, outbound)
-        self.cards: dict[str, list[Client]] = {}
+        self.sources = LookupChain(list(clients.sources), clients.lookup_budget_ms / 1000)
+        #: call_id -> what is known of the caller (or the callee, outbound): the card
+        self.cards: dict[str, CallCard] = {}
         self._identifying: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = Metrics()
@@ -158,6 +170,7 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.store.close()
+            await self.sources.close()
             await self.directory.close()
             await web.close()
             if self.simulator is not None:
@@ -173,27 +186,38 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     async def _lookup(self, call_id: str, number: str) -> None:
+        """The directory first (a millisecond), then the CRM sources within the budget; a
+        slow source's answer completes the card later. An unknown number becomes a client."""
         started = time.perf_counter()
         try:
+            parsed = self.directory.numbers.normalize(number)
+            if parsed is None:
+                return  # anonymous, or an extension: nobody to look up
             clients = await self.directory.lookup(number)
             if not clients:
                 new = await self.directory.register_unknown(number)
                 clients = [new] if new is not None else []
+            found = await self.sources.lookup(parsed)
         except Exception:  # a broken directory must not cost the call its record
             log.exception("clients.lookup_failed", call_id=call_id)
             return
         finally:
             self.metrics.observe_lookup(time.perf_counter() - started)
+        card = CallCard(clients, found.fields)
         if call_id in self._identifying:
-            self.cards[call_id] = clients
+            self.cards[call_id] = card
         elif len(clients) == 1:  # the call ended meanwhile: link its record now
             self.store.set_client(call_id, clients[0].id)
+        if found.pending is not None:
+            later = await found.pending
+            if later is not None:
+                card.external = later.fields
 
     def _client_id(self, call_id: str) -> int | None:
         """The call's client for the log: only when exactly one client holds the number."""
         self._identifying.discard(call_id)
-        clients = self.cards.pop(call_id, [])
-        return clients[0].id if len(clients) == 1 else None
+        card = self.cards.pop(call_id, None)
+        return card.clients[0].id if card is not None and len(card.clients) == 1 else None
 
     async def _wait_stop(self) -> None:
         await self._stop.wait()

@@ -134,7 +134,8 @@ def test_example_documents_every_key() -> None:
         if section:
             assert f"[{section}]" in text
         for key in keys:
-            assert f"\n{key} =" in text or f"# {key} =" in text, f"{section}.{key}"
+            documented = (f"\n{key} =", f"# {key} =", f"[[{section}.{key}]]")
+            assert any(d in text for d in documented), f"{section}.{key}"
     for key in OPERATOR_KEYS:
         assert f"# {key} =" in text, f"operators.{key}"
 
@@ -174,4 +175,20 @@ def test_ami_secret_from_env_or_file_and_never_in_repr(
         load(cfg)
     cfg.write_text(base + "secret = 'a'\nsecret_env = 'PBX_SECRET'\n")
     with pytest.raises(ConfigError, match=r":4: ami\.secret_env: give only one"):
+        load(cfg)
+
+
+def test_example_sources_are_valid_when_uncommented(tmp_path: Path) -> None:
+    """The commented [[clients.sources]] of the example parse and pass the checks."""
+    text = (ROOT / "config" / "pbxlink.example.toml").read_text()
+    start, end = text.index("# [[clients.sources]]"), text.index("[calls]")
+    block = "\n".join(
+        line[2:] if line.startswith("# ") else "" for line in text[start:end].splitlines()
+    )
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(block)
+    sources = load(cfg).clients.sources
+    assert [s.name for s in sources] == ["crm", "erp"]
+    cfg.write_text(block.replace('type = "sql"', 'type = "ldap"'))
+    with pytest.raises(ConfigError, match=r"clients\.sources\[1\]\.type"):
         load(cfg)

@@ -398,3 +398,51 @@ async def test_callers_are_looked_up_registered_and_linked_in_the_log(tmp_path: 
             ]
 
         await run_daemon(config(tmp_path, sim.port), body)
+
+
+async def test_crm_source_completes_the_card_while_the_phone_rings(tmp_path: Path) -> None:
+    """A configured HTTP source (a real server here) answers; the card carries its fields."""
+    from aiohttp import web
+
+    asked: list[str] = []
+
+    async def customer(request: web.Request) -> web.Response:
+        asked.append(request.match_info["number"])
+        return web.json_response({"customer": {"name": "Voicemail Caller Ltd", "city": "Batumi"}})
+
+    app = web.Application()
+    app.router.add_get("/customers/{number}", customer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    crm_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with simulator() as sim:
+            raw = raw_config(tmp_path, sim.port)
+            raw["clients"] = {
+                "sources": [
+                    {
+                        "type": "http",
+                        "name": "crm",
+                        "number_form": "raw",
+                        "url": f"http://127.0.0.1:{crm_port}/customers/{{number}}",
+                        "fields": {"name": "customer.name", "city": "customer.city"},
+                    }
+                ]
+            }
+
+            async def body(d: Daemon) -> None:
+                sim.play_once(["07_ivr_sales_noanswer_voicemail"])
+                await until(
+                    lambda: any(c.external and c.external.name for c in d.cards.values()),
+                    what="the CRM's answer on the card",
+                )
+                (card,) = d.cards.values()
+                assert card.external is not None and card.external.city == "Batumi"
+                assert [c.category for c in card.clients] == ["potential"]
+
+            await run_daemon(parse(raw), body)
+        assert asked == ["0655555555"]
+    finally:
+        await runner.cleanup()
