@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -262,7 +262,8 @@ def rows(state: Path) -> set[str]:
 
 async def test_wrong_secret_is_a_clear_error_and_a_non_zero_exit(tmp_path: Path) -> None:
     async with simulator() as sim:
-        raw = raw_config(tmp_path, sim.port, secret="not-the-secret-9f2k")
+        # a generous login timeout: on a busy machine a slow answer is not a refusal
+        raw = raw_config(tmp_path, sim.port, secret="not-the-secret-9f2k", connect_timeout_s=10)
         proc = start_process(write_config(tmp_path / "p.toml", raw))
         _, err = await asyncio.to_thread(proc.communicate, timeout=20)
     assert proc.returncode == 78
