@@ -231,13 +231,29 @@ async def test_healthz_follows_the_link(tmp_path: Path) -> None:
 # -- the daemon as a process, as systemd runs it ----------------------------------------------
 
 
+STARTED: list[subprocess.Popen[str]] = []
+
+
 def start_process(cfg_file: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "pbxlink", "run", "--config", str(cfg_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def reap_daemons() -> Iterator[None]:
+    """A test that fails half-way must not leave a daemon running on the machine."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
 
 
 def write_config(path: Path, raw: dict) -> Path:
