@@ -18,10 +18,11 @@ from pbxlink.ami.framing import AmiParser, Banner, Frame, Message
 from pbxlink.calls.updates import Answered, CallEnded, CallStarted, CallUpdate, Ringing
 from pbxlink.replay import StreamDriver, finished_calls, replay
 from pbxlink.sim import scenarios as shipped_files
+from pbxlink.sim.eventfilter import EventFilter, eventfilter_lines
 from pbxlink.sim.scenario import Scenario, ScenarioError, load_scenarios
 from pbxlink.sim.server import AmiSimulator
 
-from conftest import TRUTH, lab_tracker
+from conftest import ROOT, TRUTH, lab_tracker
 from truth_match import match_multiset
 
 SCENARIOS = load_scenarios()
@@ -530,3 +531,191 @@ async def test_traffic_without_clients_plays_each_scenario_once() -> None:
     assert 1 < most <= 3
     assert sorted(f.scenario for f in sim.finished) == sorted(BY_NAME)
     assert len({f.linkedid for f in sim.finished}) == len(SCENARIOS)
+
+
+# -- manager.conf eventfilter --------------------------------------------------------------------
+
+README_FILTER = eventfilter_lines((ROOT / "README.md").read_text(encoding="utf-8"))
+NEWCHANNEL = b"Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/101-00000001\r\n"
+VARSET = b"Event: VarSet\r\nPrivilege: dialplan,all\r\nVariable: FROM_DID\r\nValue: 5551234\r\n"
+RTCP = b"Event: RTCPSent\r\nPrivilege: reporting,all\r\nChannel: PJSIP/101-00000001\r\n"
+
+
+@pytest.mark.parametrize(
+    ("lines", "passing"),
+    [
+        ([], {"newchannel", "varset", "rtcp"}),  # no filters: everything
+        (["Event: Newchannel"], {"newchannel"}),  # white only: block all, then the whites
+        (["Variable: FROM_DID", "Event: Newchannel"], {"newchannel", "varset"}),
+        (["!Event: RTCPSent"], {"newchannel", "varset"}),  # black only: allow all, then blacks
+        (["!PJSIP/101"], {"varset"}),  # searched anywhere in the text, not only the first line
+        # both: block all, whites, then blacks (a black match wins over a white one)
+        (["Privilege: (call|dialplan)", "!Value: 555"], {"newchannel"}),
+        (["Event: Newchannel.*PJSIP"], {"newchannel"}),  # `.` crosses lines, as in POSIX
+        (["^Privilege"], set()),  # `^` anchors the whole text only
+    ],
+)
+def test_eventfilter_follows_asterisk(lines: list[str], passing: set[str]) -> None:
+    flt = EventFilter(lines)
+    events = {"newchannel": NEWCHANNEL, "varset": VARSET, "rtcp": RTCP}
+    assert {name for name, text in events.items() if flt.passes(text)} == passing
+    assert bool(flt) == bool(lines)
+
+
+def test_eventfilter_lines_are_read_as_manager_conf_has_them() -> None:
+    text = (
+        "[pbxlink]\nsecret = x\neventfilter = Event: Hangup\n  eventfilter=!Event: VarSet ; no\n"
+        "eventfilter => Value: a\\;b\neventfilter =\n; eventfilter = Event: Cdr\n"
+    )
+    assert eventfilter_lines(text) == ["Event: Hangup", "!Event: VarSet", "Value: a;b"]
+    assert len(README_FILTER) >= 15 and "Event: Newchannel" in README_FILTER
+    with pytest.raises(ValueError, match="not a regular expression"):
+        EventFilter(["Event: (Hangup"])
+
+
+def test_eventfilter_stream_filters_broadcast_events_only() -> None:
+    flt = EventFilter(["Event: Hangup\r\n"])
+    stream = (
+        b"Asterisk Call Manager/11.0.0\r\nResponse: Success\r\nActionID: 1\r\n\r\n"
+        + NEWCHANNEL
+        + b"\r\nEvent: CoreShowChannel\r\nActionID: 2\r\nChannel: PJSIP/101-00000001\r\n\r\n"
+        + b"Event: Hangup\r\nPrivilege: call,all\r\nCause: 16\r\n\r\n"
+    )
+    assert flt.stream(stream) == stream.replace(NEWCHANNEL + b"\r\n", b"")
+    assert EventFilter().stream(stream) == stream
+
+
+HANGUP_SHAPE = (
+    [b"Event: Hangup\r\nChannel: PJSIP/101-", b"\r\nUniqueid: ", b"\r\n\r\n"],
+    [b"0123456789abcdef", b"0123456789."],
+)
+
+
+@pytest.mark.parametrize(
+    ("lines", "verdict"),
+    [
+        ([], True),
+        (["Event: Hangup"], True),  # in the fixed text: every copy
+        (["Event: Newchannel"], False),  # nowhere, and it cannot overlap an id
+        (["Uniqueid: x"], False),  # an `x` never is part of a Uniqueid
+        (["Uniqueid: 17"], None),  # some copies' Uniqueids start with 17
+        (["PJSIP/101-0000"], None),  # some channel suffixes start with 0000
+        (["!Event: VarSet"], True),
+        (["Event: Hangup", "!Uniqueid: 17"], None),
+        (["Event: Hangup", "!Event: Hangup"], False),
+        (["Event: Hang.p"], None),  # a real regular expression: checked on each copy
+    ],
+)
+def test_eventfilter_decides_for_every_copy_only_when_sure(
+    lines: list[str], verdict: bool | None
+) -> None:
+    assert EventFilter(lines).decide(*HANGUP_SHAPE) is verdict
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_readme_filter_decides_the_same_for_every_copy(scenario: Scenario) -> None:
+    """What lets the simulator decide once per recorded event: the README's filters read
+    event, variable and application names, never the ids and times a copy changes."""
+    flt = EventFilter(README_FILTER)
+    recorded = [flt.passes(e.data) for e in scenario.events]
+    assert any(recorded) and not all(recorded)
+    for seq, start, stamps in [
+        (0, 1_700_000_000.0, True),
+        (1, 1_800_000_000.5, False),
+        (4095, 1_765_432_109.875, True),
+        (4096, 2_000_000_000.0, True),
+        (1_000_003, 1_999_999_999.999, False),
+    ]:
+        copy = scenario.copy(seq, start, speed=7, timestamps=stamps, tz=dt.UTC)
+        assert [flt.passes(copy.render(i)) for i in range(len(copy))] == recorded
+    plan = simulator(eventfilter=README_FILTER)._plan(scenario)
+    assert None not in plan.send  # decided once: no per-copy check left
+    assert sum(plan.send) == sum(recorded)
+
+
+def _events(client: Client) -> list[Message]:
+    got: list[Message] = []
+    client.on_frame = lambda f: got.append(f) if isinstance(f, Message) and "Event" in f else None
+    return got
+
+
+async def test_readme_eventfilter_sends_what_asterisk_would_and_keeps_every_record() -> None:
+    flt = EventFilter(README_FILTER)
+    async with simulator(speed=SPEED, eventfilter=README_FILTER) as sim:
+        client = Client(sim.port)
+        await client.login()
+        got = _events(client)
+        seqs = sim.play_once(interval_s=0.1)
+        async with asyncio.timeout(5):
+            played = await sim.wait_played(seqs)
+        await client.until(lambda: len(client.ended()) >= len(seqs))
+        await client.close()
+    want = sum(flt.passes(e.data) for s in SCENARIOS for e in s.events)
+    total = sum(len(s.events) for s in SCENARIOS)
+    assert len(got) == want and sim.filtered == total - want + 1  # + our own SuccessfulAuth
+    assert want < total * 0.25  # the point of the filter
+    assert all(flt.passes(_text(m)) for m in got)
+    by_call = {p.linkedid: p.scenario for p in played}
+    for update in client.ended():
+        record = update.call.to_dict()
+        assert timeless(record) == timeless(RECORDED[by_call[record["call_id"]]])
+
+
+def _text(msg: Message) -> bytes:
+    return "".join(f"{k}: {v}\r\n" for k, v in msg.items()).encode()
+
+
+async def test_eventfilter_spares_login_replies_and_lists_but_not_other_events() -> None:
+    """FullyBooted after a login and CoreShowChannel items are written to the session
+    alone, so no filter holds them back; SuccessfulAuth is broadcast, so it is filtered.
+    The channel list reflects events the filter dropped (the Newexten into Queue)."""
+    async with simulator(speed=10, eventfilter=["Event: (Hangup|BridgeEnter)\r\n"]) as sim:
+        client = Client(sim.port)
+        assert (await client.login())["Event"] == "FullyBooted"
+        got = _events(client)
+        other = Client(sim.port)
+        await other.login()  # a SuccessfulAuth to everyone: filtered here
+        (seq,) = sim.play_once(["08_ivr_support_queue_103_answers"])
+        await client.until(lambda: sum(m["Event"] == "BridgeEnter" for m in got) >= 2)
+        items = await client.core_show_channels()
+        await sim.wait_played([seq])
+        await client.until(lambda: sum(m["Event"] == "Hangup" for m in got) >= 2)
+        await client.close()
+        await other.close()
+    assert {m["Event"] for m in got} == {
+        "BridgeEnter",
+        "Hangup",
+        "CoreShowChannel",
+        "CoreShowChannelsComplete",
+    }
+    assert all("ActionID" in m for m in got if m["Event"].startswith("CoreShow"))
+    apps = {m["Channel"].split("-")[0]: m["Application"] for m in items}
+    assert apps["PJSIP/trunk"] == "Queue" and apps["PJSIP/103"] == "AppQueue"
+    assert len({m["BridgeId"] for m in items}) == 1 and items[0]["BridgeId"]
+
+
+async def test_a_filter_that_reads_ids_is_checked_on_every_copy() -> None:
+    """A pattern on the Uniqueid's last digit passes different events in different copies:
+    the simulator cannot decide it once and checks each copy's own text."""
+    lines = [r"Event: Newchannel\r\n.*\r\nUniqueid: \d+\.\d*0\r\n"]
+    flt = EventFilter(lines)
+    name = "F02_ivr_queue_local_members_first_offer_timeout"
+    async with simulator(speed=SPEED, eventfilter=lines) as sim:
+        assert None in sim._plan(BY_NAME[name]).send
+        client = Client(sim.port)
+        await client.login()
+        got = _events(client)
+        seqs = sim.play_once([name] * 4, interval_s=0.05)
+        await sim.wait_played(seqs)
+        await asyncio.sleep(0.1)
+        await client.close()
+    want = [
+        data
+        for seq in seqs
+        for _, data in BY_NAME[name].instantiate(seq, 1_800_000_000.0, timestamps=False)
+        if flt.passes(data)
+    ]
+    assert len(want) > 0
+    assert sorted(m["Uniqueid"].split(".")[1] for m in got) == sorted(
+        re.search(rb"\r\nUniqueid: \d+\.(\d+)\r\n", d)[1].decode() for d in want
+    )

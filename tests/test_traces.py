@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from pbxlink.ami.framing import AmiParser
 from pbxlink.calls.updates import CallEnded
 from pbxlink.replay import StreamDriver, finished_calls, replay
+from pbxlink.sim.eventfilter import EventFilter
 
 from conftest import ROOT, TRACE_NAMES, TRUTH, lab_tracker, need
 from truth_match import match_multiset
@@ -78,34 +78,12 @@ def test_receive_time_stamping_without_timestampevents(name: str, traces_dir: Pa
     assert match_multiset(TRUTH[f"{name}.ami"], [u.call.to_dict() for u in ended]) == []
 
 
-def readme_eventfilter() -> tuple[list[re.Pattern[bytes]], list[re.Pattern[bytes]]]:
-    """The manager.conf `eventfilter` lines the README recommends: (whitelist, blacklist)."""
-    lines = re.findall(r"^eventfilter = (.+)$", (ROOT / "README.md").read_text(), re.M)
-    white = [re.compile(v.encode()) for v in lines if not v.startswith("!")]
-    black = [re.compile(v[1:].encode()) for v in lines if v.startswith("!")]
-    return white, black
-
-
-def asterisk_filtered(data: bytes) -> bytes:
-    """What Asterisk sends with those filters: an event passes if a whitelist pattern is found
-    in it and no blacklist pattern is; responses and list items are never filtered."""
-    white, black = readme_eventfilter()
-    kept = []
-    for block in data.split(b"\r\n\r\n"):
-        if block.startswith(b"Event: ") and b"ActionID: " not in block:
-            if white and not any(p.search(block) for p in white):
-                continue
-            if any(p.search(block) for p in black):
-                continue
-        kept.append(block)
-    return b"\r\n\r\n".join(kept)
-
-
 @pytest.mark.parametrize("name", TRACE_NAMES)
 def test_readme_eventfilter_keeps_every_record(name: str, traces_dir: Path) -> None:
-    white, _ = readme_eventfilter()
-    assert len(white) >= 15, "the README lost its eventfilter lines"
+    """What Asterisk sends with the README's manager.conf filters gives the same records."""
+    readme = EventFilter.from_text((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(readme.white) >= 15, "the README lost its eventfilter lines"
     data = (traces_dir / name).read_bytes()
-    filtered = asterisk_filtered(data)
+    filtered = readme.stream(data)
     assert len(filtered) < len(data) * 0.5 or len(data) < 30_000
     assert records_of(filtered, 64 * 1024) == records_of(data, 64 * 1024)
