@@ -8,6 +8,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pbxlink import __version__
 from pbxlink.calls.record import CallRecord, iso_utc
@@ -25,6 +26,10 @@ from pbxlink.config import Config, ConfigError, hash_token, load, parse
 from pbxlink.logs import setup_logging
 from pbxlink.replay import finished_calls, read_chunks, replay
 from pbxlink.sim import scenarios
+
+if TYPE_CHECKING:
+    from pbxlink.clients.csvio import ImportReport
+    from pbxlink.clients.directory import Directory
 
 TABLE = (
     "{:<19} {:<8} {:<26.26} {:<14.14} {:<11.11} {:<8} {:<10.10} {:<8} {:>6} {:>6} {:<4.4} {:<3} {}"
@@ -178,6 +183,144 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _directory(config: Config) -> Directory:
+    """The client directory as the daemon opens it: same file, same number rules."""
+    from pbxlink.clients.directory import Directory
+    from pbxlink.clients.numbers import PhoneNumbers
+
+    clients = config.clients
+    return Directory(
+        config.storage.database_path,
+        PhoneNumbers(
+            clients.region, strip_prefixes=clients.strip_prefixes, last_digits=clients.last_digits
+        ),
+        photos_dir=config.storage.state_dir / "photos",
+        register_unknown=clients.register_unknown,
+    )
+
+
+def cmd_clients_import(args: argparse.Namespace) -> int:
+    """Exit codes: 0 imported (or a clean dry run), 1 the file was rejected and nothing was
+    written (row errors, not UTF-8, not CSV), 2 bad options, config or column mapping."""
+    import asyncio
+    import sqlite3
+
+    from pbxlink.calllog.schema import SchemaError
+    from pbxlink.clients import csvio
+
+    try:
+        config = _load_or_default(args.config)
+        mapping = csvio.parse_mapping(args.map)
+    except (ConfigError, ValueError) as exc:
+        print(f"pbxlink: {exc}", file=sys.stderr)
+        return 2
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+
+    async def run() -> csvio.ImportReport:
+        async with _directory(config) as directory:
+            return await csvio.import_csv(
+                directory,
+                args.file,
+                mapping,
+                dry_run=args.dry_run,
+                delimiter=args.delimiter,
+                progress=progress,
+                jobs=args.jobs,
+            )
+
+    try:
+        report = asyncio.run(run())
+    except csvio.MappingError as exc:
+        print(f"pbxlink: {exc}", file=sys.stderr)
+        return 2
+    except (csvio.CsvError, SchemaError) as exc:
+        print(f"pbxlink: {exc}", file=sys.stderr)
+        print("pbxlink: nothing imported", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:  # disk full, I/O: the transaction was rolled back
+        print(f"pbxlink: {config.storage.database_path}: {exc}", file=sys.stderr)
+        print("pbxlink: nothing imported", file=sys.stderr)
+        return 1
+    _print_import(report, args.show)
+    return 1 if report.errors else 0
+
+
+def _print_import(report: ImportReport, show: int) -> None:
+    """The report: columns read, each problem by row, then what was (or would be) done."""
+    columns = ", ".join(f"{f}={c!r}" if f != c else f for f, c in report.columns.items())
+    print(f"{report.path}: {report.rows:,} rows; columns: {columns}")
+    if report.ignored:
+        print(f"ignored columns: {', '.join(map(repr, report.ignored))}")
+    shown = {"error": 0, "skipped": 0, "warning": 0}
+    for problem in sorted(report.problems, key=lambda p: (p.row, p.kind != "error")):
+        shown[problem.kind] += 1
+        if not show or shown[problem.kind] <= show:
+            print(problem)
+    for kind, count in report.counts.items():
+        hidden = count - min(count, show or count)
+        if hidden:
+            print(f"... and {hidden:,} more {kind} lines (--show 0 lists up to 1,000 of each)")
+    rate = f"{report.rows / report.total_s:,.0f} rows/s" if report.total_s > 0 else ""
+    plural = "s" if report.errors != 1 else ""
+    if report.errors:
+        print(
+            f"{report.errors:,} error{plural} in {report.rows:,} rows: nothing imported "
+            "(all or nothing: fix the rows above and run again)"
+        )
+        return
+    verb = "imported" if report.committed else "dry run, nothing written: would import"
+    print(
+        f"{verb} {report.imported:,} clients with {report.phones:,} numbers"
+        + (f", absorbing {report.absorbed:,} potential clients" if report.absorbed else "")
+        + (
+            f"; skipped {report.skipped:,} rows whose numbers the directory already has"
+            if report.skipped
+            else ""
+        )
+        + (f"; {report.warnings:,} warnings" if report.warnings else "")
+        + f" ({report.total_s:.1f} s, {rate})"
+    )
+
+
+def cmd_clients_export(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pbxlink.calllog.schema import SchemaError
+    from pbxlink.clients import csvio
+
+    try:
+        config = _load_or_default(args.config)
+    except ConfigError as exc:
+        print(f"pbxlink: {exc}", file=sys.stderr)
+        return 2
+    database = config.storage.database_path
+    if not database.exists():
+        print(f"pbxlink: {database}: no database (nothing to export)", file=sys.stderr)
+        return 1
+
+    async def run() -> int:
+        async with _directory(config) as directory:
+            return await csvio.export_csv(directory, args.file, bom=args.bom)
+
+    try:
+        rows = asyncio.run(run())
+    except OSError as exc:
+        print(f"pbxlink: {args.file}: cannot write: {exc.strerror}", file=sys.stderr)
+        return 1
+    except SchemaError as exc:
+        print(f"pbxlink: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: {rows:,} clients exported")
+    return 0
+
+
+def _delimiter(value: str) -> str:
+    value = {"tab": "\t", "\\t": "\t"}.get(value, value)
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError("one character, or 'tab'")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pbxlink", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pbxlink {__version__}")
@@ -200,6 +343,51 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check_config)
     t = sub.add_parser("token", help="print a new operator token and its config line")
     t.set_defaults(func=cmd_token)
+    cl = sub.add_parser("clients", help="import or export the client directory as CSV")
+    clsub = cl.add_subparsers(dest="clients_command", required=True)
+    ci = clsub.add_parser(
+        "import",
+        help="import clients from a CSV file (all or nothing)",
+        description="Import clients from a UTF-8 CSV file whose first line names the columns. "
+        "All or nothing: any row error and nothing is written. Rows whose numbers the "
+        "directory (or an earlier row) already has are skipped and reported.",
+    )
+    ci.add_argument("file", type=Path, help="the CSV file (UTF-8, with or without BOM)")
+    ci.add_argument("--config", type=Path, help="pbxlink.toml: database and region")
+    ci.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="read FIELD from the column named COLUMN (repeatable); fields: name, company, "
+        "category, notes, city, country, responsible, phones; default: the column named so",
+    )
+    ci.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
+    ci.add_argument(
+        "--delimiter", type=_delimiter, help="',', ';' or 'tab' (default: from the header)"
+    )
+    ci.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (default: when stderr is a terminal)",
+    )
+    ci.add_argument(
+        "--show", type=int, default=50, metavar="N", help="list N lines of each kind (0: all)"
+    )
+    ci.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="processes checking rows (default: one per CPU, up to 4, for files over 2 MiB; "
+        "1: this process only)",
+    )
+    ci.set_defaults(func=cmd_clients_import)
+    ce = clsub.add_parser("export", help="export every client to a CSV file")
+    ce.add_argument("file", type=Path, help="the CSV file to write (replaced if it exists)")
+    ce.add_argument("--config", type=Path, help="pbxlink.toml: the database")
+    ce.add_argument("--bom", action="store_true", help="start with a BOM (Excel needs it)")
+    ce.set_defaults(func=cmd_clients_export)
     return parser
 
 
