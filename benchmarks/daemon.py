@@ -59,6 +59,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model, git_commit
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
@@ -729,29 +731,6 @@ def describe(stream: str, speed: float) -> StreamInfo:
 
 
 # -- report ----------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
 
 
 def header(args: argparse.Namespace, harness: Harness, infos: dict[str, StreamInfo]) -> None:

@@ -37,7 +37,6 @@ import random
 import re
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,8 @@ from pbxlink.clients import csvio
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.logs import setup_logging
+
+from machine import cpu_model, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -343,29 +344,6 @@ def wait_quiet(limit_s: float) -> str:
 
 
 # -- report -------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
 
 
 def size_mb(*paths: Path) -> float:

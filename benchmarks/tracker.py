@@ -25,7 +25,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -41,6 +40,8 @@ from pbxlink.calls.record import RECORD_FIELDS, CallRecord
 from pbxlink.calls.tracker import CallTracker, TrackerConfig
 from pbxlink.calls.updates import CallEnded
 from pbxlink.replay import CHUNK, finished_calls, replay
+
+from machine import cpu_model, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRACES = Path(os.environ.get("PBXLINK_TRACES", ROOT.parent / "shared" / "traces"))
@@ -365,31 +366,6 @@ def check(stream: Stream, variants: list[Variant]) -> None:
 
 
 # -- report ---------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The CPU, for the report: figures mean little without the machine they came from."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    """The commit measured; `-dirty` when the work tree has changes not in it."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
 
 
 def report(stream: Stream, variants: list[Variant], repeat: int) -> None:
