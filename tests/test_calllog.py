@@ -461,7 +461,7 @@ async def main(path, n):
         for _ in range(16):
             store.submit(make(i))
             i += 1
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.001)  # a busy loop would starve aiosqlite's thread of the GIL
     print(store.written, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     await writer
