@@ -93,6 +93,22 @@ MIGRATION_3 = clients_schema.MIGRATION
 MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3)
 
 
+async def connect(path: Path, busy_timeout_s: float) -> aiosqlite.Connection:
+    """A connection to pbxlink's database as every part opens it.
+
+    isolation_level=None: no implicit transactions, every BEGIN/COMMIT is the caller's;
+    synchronous=NORMAL with WAL: a committed transaction survives a kill -9."""
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
 class SchemaError(RuntimeError):
     """The database cannot be used by this version of pbxlink; the message names the file."""
 

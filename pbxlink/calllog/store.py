@@ -35,7 +35,7 @@ from pbxlink.calllog.rows import (
     from_row,
     to_row,
 )
-from pbxlink.calllog.schema import SchemaError, migrate
+from pbxlink.calllog.schema import SchemaError, connect, migrate
 from pbxlink.calls.record import RECORD_FIELDS, CallRecord
 
 log = structlog.get_logger("pbxlink.calllog")
@@ -121,16 +121,7 @@ class CallLogStore:
         log.info("calllog.opened", path=str(self.path), version=version, journal_mode=mode)
 
     async def _connect(self) -> aiosqlite.Connection:
-        # isolation_level=None: no implicit transactions, every BEGIN/COMMIT is ours
-        db = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA foreign_keys=ON")
-        except BaseException:
-            await db.close()
-            raise
-        return db
+        return await connect(self.path, self.busy_timeout_s)
 
     async def close(self) -> None:
         """Commit everything still queued, then close. Safe to call twice."""

@@ -28,7 +28,7 @@ import structlog
 
 from pbxlink.calllog.rows import COLUMNS as CALL_COLUMNS
 from pbxlink.calllog.rows import from_row
-from pbxlink.calllog.schema import SchemaError, migrate
+from pbxlink.calllog.schema import SchemaError, connect, migrate
 from pbxlink.calls.record import CallRecord
 from pbxlink.clients import photos
 from pbxlink.clients.model import (
@@ -131,15 +131,7 @@ class Directory:
         log.info("clients.opened", path=str(self.path), photos=str(self.photos_dir))
 
     async def _connect(self) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA foreign_keys=ON")
-        except BaseException:
-            await db.close()
-            raise
-        return db
+        return await connect(self.path, self.busy_timeout_s)
 
     async def close(self) -> None:
         for db in (self._writer, self._reader):
