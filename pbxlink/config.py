@@ -81,6 +81,18 @@ def _count(where: str, value: Any) -> int:
     return value
 
 
+def _days(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: expected a whole number of days (0: forever), got {value!r}")
+    return value
+
+
+def _ws_url(where: str, value: Any) -> str:
+    if not re.fullmatch(r"wss?://[^\s/]+(/\S*)?", _str(where, value)):
+        raise ConfigError(f"{where}: expected a ws:// or wss:// URL, got {value!r}")
+    return value
+
+
 def _port(where: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ConfigError(f"{where}: expected a TCP port 0-65535, got {value!r}")
@@ -185,10 +197,47 @@ class WebConfig:
     port: int = 8080
 
 
+SlVariant = Literal["abandons_against", "abandons_ignored", "quick_abandons_succeed"]
+SL_VARIANTS: tuple[SlVariant, ...] = (
+    "abandons_against",
+    "abandons_ignored",
+    "quick_abandons_succeed",
+)
+
+
 @dataclass(slots=True)
 class Thresholds:
-    too_long_call_s: float = 1800.0
-    service_level_s: float = 20.0
+    too_long_call_s: float = 1800.0  # talk time; the per-direction keys override it
+    too_long_inbound_s: float | None = None
+    too_long_outbound_s: float | None = None
+    too_long_internal_s: float | None = None
+    service_level_s: float = 20.0  # "answered within" (docs/metrics.md)
+    short_abandon_s: float = 5.0  # callers who hung up this fast are not counted as offered
+    service_level_variant: SlVariant = "abandons_against"
+
+    def too_long_s(self, direction: str) -> float:
+        """The talk time after which a call of this direction is too long."""
+        own: float | None = getattr(self, f"too_long_{direction}_s", None)
+        return self.too_long_call_s if own is None else own
+
+
+@dataclass(slots=True)
+class RetentionConfig:
+    calls_days: int = 0  # 0: keep the call log forever
+    recordings: bool = False  # also delete the recording files of the calls deleted
+    batch: int = 500  # rows per transaction, so the daemon's writes never wait long
+
+
+@dataclass(slots=True)
+class HubConfig:
+    host: str = "127.0.0.1"
+    port: int = 8081  # the popup websocket; 0: any free port
+    public_url: str = ""  # what browsers connect to; default ws(s)://<page host>:<port>/
+    origins: tuple[str, ...] = ()  # allowed Origin headers; empty: the web page's own
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    heartbeat_s: float = 20.0
+    queue_frames: int = 256  # a client this far behind is dropped
 
 
 @dataclass(slots=True)
@@ -221,6 +270,8 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     web: WebConfig = field(default_factory=WebConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
     clients: ClientsConfig = field(default_factory=ClientsConfig)
     recordings_dir: Path = Path("/var/spool/asterisk/monitor")
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
@@ -276,7 +327,26 @@ SECTIONS: dict[str, dict[str, Check]] = {
     },
     "storage": {"state_dir": _path, "database": _path},
     "web": {"host": _nonempty, "port": _port},
-    "thresholds": {"too_long_call_s": _positive, "service_level_s": _positive},
+    "thresholds": {
+        "too_long_call_s": _positive,
+        "too_long_inbound_s": _positive,
+        "too_long_outbound_s": _positive,
+        "too_long_internal_s": _positive,
+        "service_level_s": _positive,
+        "short_abandon_s": _positive,
+        "service_level_variant": _one_of(*SL_VARIANTS),
+    },
+    "retention": {"calls_days": _days, "recordings": _bool, "batch": _count},
+    "hub": {
+        "host": _nonempty,
+        "port": _port,
+        "public_url": _ws_url,
+        "origins": _str_list,
+        "tls_cert_file": _path,
+        "tls_key_file": _path,
+        "heartbeat_s": _positive,
+        "queue_frames": _count,
+    },
     "clients": {
         "region": _region,
         "register_unknown": _bool,
@@ -373,6 +443,8 @@ def parse(raw: dict[str, Any], source: str = "<config>", text: str | None = None
     config.storage = StorageConfig(**storage)
     config.web = WebConfig(**values["web"])
     config.thresholds = Thresholds(**values["thresholds"])
+    config.retention = RetentionConfig(**values["retention"])
+    config.hub = _hub(where, values["hub"])
     config.clients = ClientsConfig(**values["clients"])
     config.tracker = _tracker(where, values["calls"])
     _check_operators(where, operators)
@@ -401,6 +473,14 @@ def _ami(where: _Locator, values: dict[str, Any]) -> AmiConfig:
     if ami.reconnect_max_s < ami.reconnect_min_s:
         raise ConfigError(f"{where('ami', 'reconnect_max_s')}: smaller than reconnect_min_s")
     return ami
+
+
+def _hub(where: _Locator, values: dict[str, Any]) -> HubConfig:
+    hub = HubConfig(**values)
+    if (hub.tls_cert_file is None) != (hub.tls_key_file is None):
+        where_cert = where("hub", "tls_cert_file")
+        raise ConfigError(f"{where_cert}: give both tls_cert_file and tls_key_file")
+    return hub
 
 
 def _tracker(where: _Locator, values: dict[str, Any]) -> TrackerConfig:

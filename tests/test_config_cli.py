@@ -48,6 +48,10 @@ def test_example_config_loads() -> None:
         ("[[operators]]\nname = 'A'\nextensions = ['101']\nrole = 'boss'\n", ["role", ":4:"]),
         ("[[operators]]\nname = 'A'\nrole = 'admin'\n", ["operators[0]", "missing"]),
         ("[calls\n", ["not valid TOML"]),
+        ("[hub]\npublic_url = 'http://x'\n", ["hub.public_url", ":2:", "ws://"]),
+        ("[hub]\ntls_cert_file = '/c.pem'\n", ["hub.tls_cert_file", "both"]),
+        ("[retention]\ncalls_days = -1\n", ["retention.calls_days", "days"]),
+        ("[thresholds]\nservice_level_variant = 'x'\n", ["service_level_variant", "one of"]),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, words: list[str]) -> None:
@@ -67,6 +71,7 @@ def test_replay_json_has_exactly_the_record_fields(traces_dir: Path) -> None:
     assert list(records[0]) == [
         "call_id",
         "started_at",
+        "offered_at",
         "answered_at",
         "ended_at",
         "direction",
@@ -192,3 +197,12 @@ def test_example_sources_are_valid_when_uncommented(tmp_path: Path) -> None:
     cfg.write_text(block.replace('type = "sql"', 'type = "ldap"'))
     with pytest.raises(ConfigError, match=r"clients\.sources\[1\]\.type"):
         load(cfg)
+
+
+def test_too_long_threshold_per_direction(tmp_path: Path) -> None:
+    path = tmp_path / "pbxlink.toml"
+    path.write_text("[thresholds]\ntoo_long_call_s = 600\ntoo_long_internal_s = 60\n")
+    thresholds = load(path).thresholds
+    assert thresholds.too_long_s("internal") == 60
+    assert thresholds.too_long_s("inbound") == 600
+    assert thresholds.too_long_s("outbound") == 600

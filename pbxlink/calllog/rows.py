@@ -54,6 +54,7 @@ def to_row(r: CallRecord) -> Row:
     return (
         _text("call_id", r.call_id),
         _real("started_at", r.started_at),
+        _real("offered_at", r.offered_at, null=True),
         _real("answered_at", r.answered_at, null=True),
         _real("ended_at", r.ended_at, null=True),  # NOT NULL in SQL: an open call is refused
         _text("direction", r.direction),

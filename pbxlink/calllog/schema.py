@@ -90,7 +90,22 @@ CREATE TABLE open_calls (
 # The client directory (pbxlink.clients): categories, clients, their phones and orders.
 MIGRATION_3 = clients_schema.MIGRATION
 
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3)
+# The call log API, service level and recordings (issue 5):
+# - offered_at: when the caller started waiting for a person (first ring or queue join),
+#   the service level's clock;
+# - recording_access: who listened to or downloaded which recording, and when.
+MIGRATION_4 = """
+ALTER TABLE calls ADD COLUMN offered_at REAL;
+CREATE TABLE recording_access (
+    call_id  TEXT NOT NULL REFERENCES calls (call_id) ON DELETE CASCADE,
+    operator TEXT NOT NULL,
+    action   TEXT NOT NULL CHECK (action IN ('listened', 'downloaded')),
+    at       REAL NOT NULL
+);
+CREATE INDEX recording_access_call ON recording_access (call_id, at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4)
 
 
 async def connect(path: Path, busy_timeout_s: float) -> aiosqlite.Connection:

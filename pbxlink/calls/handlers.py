@@ -177,6 +177,7 @@ def on_queue_join(t: CallTracker, msg: Message, at: float) -> None:
     if channel is not None:
         channel.call.queue = channel.call.queue or msg.get("Queue") or None
         channel.call.in_queue = True
+        channel.call.offered(at)
 
 
 def on_queue_leave(t: CallTracker, msg: Message, at: float) -> None:

@@ -13,6 +13,7 @@ Status = Literal["answered", "no_answer", "busy", "abandoned", "voicemail", "fai
 RECORD_FIELDS = (
     "call_id",
     "started_at",
+    "offered_at",
     "answered_at",
     "ended_at",
     "direction",
@@ -32,7 +33,7 @@ RECORD_FIELDS = (
     "partial",
 )
 
-_TIME_FIELDS = ("started_at", "answered_at", "ended_at")
+_TIME_FIELDS = ("started_at", "offered_at", "answered_at", "ended_at")
 
 
 def iso_utc(ts: float | None) -> str | None:
@@ -53,6 +54,9 @@ class CallRecord:
     caller_name: str
     called_number: str
     status: Status
+    #: when the call first rang an operator's phone or joined a queue: where the caller
+    #: starts waiting for a person (IVR time before it is not waiting); None: never offered
+    offered_at: float | None = None
     answered_at: float | None = None
     ended_at: float | None = None
     extensions_rung: list[str] = field(default_factory=list)

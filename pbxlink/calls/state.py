@@ -71,6 +71,7 @@ class Call:
     caller: Channel | None = None
     did: str | None = None
     rung: list[str] = field(default_factory=list)
+    offered_at: float | None = None
     answered_at: float | None = None
     answered_by: str | None = None
     answer_estimated: bool = False
@@ -128,6 +129,11 @@ class Call:
             return "no_answer"
         return "failed"
 
+    def offered(self, at: float) -> None:
+        """A person could take the call from now on (first ring or queue join)."""
+        if self.offered_at is None or at < self.offered_at:
+            self.offered_at = at
+
     def record(self, now: float) -> CallRecord:
         direction = self.direction
         caller = self.caller
@@ -147,6 +153,7 @@ class Call:
         return CallRecord(
             call_id=self.call_id,
             started_at=self.started_at,
+            offered_at=self.offered_at,
             answered_at=answered,
             ended_at=self.ended_at,
             direction=direction,

@@ -155,6 +155,8 @@ class CallTracker:
         if caller is not None and seen.direction == "inbound":
             caller.cid_num = caller.cid_num or seen.caller_number
             caller.cid_name = caller.cid_name or seen.caller_name
+        if seen.offered_at is not None:
+            call.offered(seen.offered_at)
         for ext in seen.extensions_rung:
             if ext not in call.rung:
                 call.rung.append(ext)
@@ -255,6 +257,7 @@ class CallTracker:
             if dest.extension not in call.rung:
                 call.rung.append(dest.extension)
             leg.announced = True
+            call.offered(at)
             self.emit(Ringing(at, call.record(at), dest.extension))
 
     def end_leg(self, leg: Leg, outcome: RingOutcome, at: float) -> None:
@@ -319,6 +322,8 @@ class CallTracker:
         for ext in gone.rung:
             if ext not in keep.rung:
                 keep.rung.append(ext)
+        if gone.offered_at is not None and keep.offered_at is None:
+            keep.offered(gone.offered_at)
         for linkedid in gone.linkedids:
             self._by_linkedid[linkedid] = keep
         keep.linkedids |= gone.linkedids
