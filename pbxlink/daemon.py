@@ -18,7 +18,6 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import structlog
 
@@ -26,10 +25,10 @@ from pbxlink.ami.framing import Message
 from pbxlink.ami.link import AmiLink, AuthError
 from pbxlink.calllog import CallLogStore
 from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate
+from pbxlink.clients.card import CallCard
 from pbxlink.clients.directory import Directory
-from pbxlink.clients.model import Client
 from pbxlink.clients.numbers import PhoneNumbers
-from pbxlink.clients.sources import CardFields, LookupChain
+from pbxlink.clients.sources import LookupChain
 from pbxlink.config import Config
 from pbxlink.sim.server import AmiSimulator
 from pbxlink.systemd import notify
@@ -39,15 +38,6 @@ log = structlog.get_logger("pbxlink.daemon")
 
 TICK_S = 5.0
 EXIT_AUTH = 78  # EX_CONFIG: the unit's RestartPreventExitStatus stops a restart loop
-
-
-@dataclass(slots=True)
-class CallCard:
-    """What pbxlink knows of a call's client: the directory's clients (more than one when
-    they share the number), and what the CRM sources said (it may arrive later)."""
-
-    clients: list[Client]
-    external: CardFields | None = None
 
 
 class _Stop(Exception):
@@ -81,6 +71,8 @@ class Daemon:
         self.simulator: AmiSimulator | None = None
         self.link: AmiLink | None = None
         self.listeners: list[Callable[[CallUpdate], None]] = []
+        #: told (call_id, card) when a call's card is found or completed by a slow source
+        self.card_listeners: list[Callable[[str, CallCard], None]] = []
         self.web_port: int | None = None
         self._stop = asyncio.Event()
         self._logins = 0
@@ -194,24 +186,36 @@ class Daemon:
             if parsed is None:
                 return  # anonymous, or an extension: nobody to look up
             clients = await self.directory.lookup(number)
+            new_client = False
             if not clients:
                 new = await self.directory.register_unknown(number)
                 clients = [new] if new is not None else []
+                new_client = True
             found = await self.sources.lookup(parsed)
         except Exception:  # a broken directory must not cost the call its record
             log.exception("clients.lookup_failed", call_id=call_id)
             return
         finally:
             self.metrics.observe_lookup(time.perf_counter() - started)
-        card = CallCard(clients, found.fields)
+        card = CallCard(clients, found.fields, new_client)
         if call_id in self._identifying:
             self.cards[call_id] = card
+            self._card_changed(call_id, card)
         elif len(clients) == 1:  # the call ended meanwhile: link its record now
             self.store.set_client(call_id, clients[0].id)
         if found.pending is not None:
             later = await found.pending
             if later is not None:
                 card.external = later.fields
+                if call_id in self._identifying:
+                    self._card_changed(call_id, card)
+
+    def _card_changed(self, call_id: str, card: CallCard) -> None:
+        for listener in self.card_listeners:
+            try:
+                listener(call_id, card)
+            except Exception:  # a consumer's bug must not cost the call its card
+                log.exception("daemon.card_listener_failed", call_id=call_id)
 
     def _client_id(self, call_id: str) -> int | None:
         """The call's client for the log: only when exactly one client holds the number."""

@@ -339,6 +339,13 @@ class CallLogStore:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """The read-only connection, for the queries of the call log API (calllog/query.py)."""
+        if self._reader is None:
+            raise RuntimeError(f"{self.path}: the call log is not open")
+        return self._reader
+
     async def _fetch(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
         if self._reader is None:
             raise RuntimeError(f"{self.path}: the call log is not open")
