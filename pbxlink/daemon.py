@@ -24,7 +24,8 @@ import structlog
 from pbxlink.ami.framing import Message
 from pbxlink.ami.link import AmiLink, AuthError
 from pbxlink.calllog import CallLogStore
-from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate
+from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate, TooLong
+from pbxlink.calls.toolong import TooLongWatch
 from pbxlink.clients.card import CallCard
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
@@ -50,7 +51,8 @@ class Daemon:
         self.clock = clock
         self.started_at = clock()
         self.tracker = CallTracker(config.tracker)
-        self.store = CallLogStore(config.storage.database_path)
+        self.store = CallLogStore(config.storage.database_path, too_long=config.thresholds)
+        self.too_long = TooLongWatch(config.thresholds)
         clients = config.clients
         self.directory = Directory(
             config.storage.database_path,
@@ -230,7 +232,11 @@ class Daemon:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            self._dispatch(self.tracker.tick(self.clock()))
+            self._tick(self.clock())
+
+    def _tick(self, now: float) -> None:
+        self._dispatch(self.tracker.tick(now))
+        self._dispatch(self.too_long.tick(now))
 
     def _on_up(self, at: float, uptime: float) -> None:
         if self._logins:
@@ -258,7 +264,10 @@ class Daemon:
         store = self.store
         for update in updates:
             call = update.call
-            if isinstance(update, CallEnded):
+            self.too_long.update(update)
+            if isinstance(update, TooLong):
+                _log_too_long(update)
+            elif isinstance(update, CallEnded):
                 store.submit(call, client_id=self._client_id(call.call_id))
                 self.metrics.call_ended(call.status)
                 _log_ended(call)
@@ -287,6 +296,19 @@ def _log_ended(r: CallRecord) -> None:
         wait_s=r.wait_s,
         talk_s=r.talk_s,
         partial=r.partial,
+    )
+
+
+def _log_too_long(u: TooLong) -> None:
+    r = u.call
+    log.info(
+        "call.too_long",
+        call_id=r.call_id,
+        direction=r.direction,
+        caller=r.caller_number,
+        answered_by=r.answered_by,
+        talk_s=u.talk_s,
+        threshold_s=u.threshold_s,
     )
 
 

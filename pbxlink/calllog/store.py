@@ -37,14 +37,22 @@ from pbxlink.calllog.rows import (
 )
 from pbxlink.calllog.schema import SchemaError, connect, migrate
 from pbxlink.calls.record import RECORD_FIELDS, CallRecord
+from pbxlink.calls.toolong import TooLongRule, is_too_long
 
 log = structlog.get_logger("pbxlink.calllog")
 
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
 
-_INSERT = f"INSERT INTO calls ({COLUMNS}) VALUES ({PLACEHOLDERS}) ON CONFLICT(call_id) DO NOTHING"
-_UPGRADE = f"UPDATE calls SET ({COLUMNS}) = ({PLACEHOLDERS}) WHERE call_id = ? AND partial = 1"
+# rows.py's row, then the too_long flag the store derives from the thresholds
+_INSERT = (
+    f"INSERT INTO calls ({COLUMNS}, too_long) VALUES ({PLACEHOLDERS}, ?) "
+    "ON CONFLICT(call_id) DO NOTHING"
+)
+_UPGRADE = (
+    f"UPDATE calls SET ({COLUMNS}, too_long) = ({PLACEHOLDERS}, ?) "
+    "WHERE call_id = ? AND partial = 1"
+)
 _INSERT_EXT = "INSERT OR IGNORE INTO call_extensions VALUES (?, ?, ?, ?)"
 _DELETE_EXT = "DELETE FROM call_extensions WHERE call_id = ?"
 _SELECT = f"SELECT {COLUMNS} FROM calls"
@@ -67,8 +75,16 @@ RECENT_EXTENSION_SQL = (
 class CallLogStore:
     """The call log. Call `open()`, run `run()` as a task, `submit()` records, `close()`."""
 
-    def __init__(self, path: Path, *, max_batch: int = 500, busy_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        too_long: TooLongRule | None = None,
+        max_batch: int = 500,
+        busy_timeout_s: float = 5.0,
+    ) -> None:
         self.path = Path(path)
+        self.too_long = too_long  # None: no call is flagged too long
         self.max_batch = max_batch
         self.busy_timeout_s = busy_timeout_s
         self.written = 0  # records committed (new, upgraded or already there)
@@ -328,14 +344,19 @@ class CallLogStore:
             else:
                 continue
             stored[record.call_id] = record.partial
-        await db.executemany(_INSERT, [row for _, row in inserts])
+        await db.executemany(_INSERT, [(*row, self._too_long(r)) for r, row in inserts])
         await db.executemany(_INSERT_EXT, [e for r, _ in inserts for e in extension_rows(r)])
-        await db.executemany(_UPGRADE, [(*row, r.call_id) for r, row in upgrades])
+        await db.executemany(
+            _UPGRADE, [(*row, self._too_long(r), r.call_id) for r, row in upgrades]
+        )
         await db.executemany(_DELETE_EXT, [(r.call_id,) for r, _ in upgrades])
         await db.executemany(_INSERT_EXT, [e for r, _ in upgrades for e in extension_rows(r)])
         for record, _ in upgrades:
             log.info("calllog.partial_replaced", call_id=record.call_id)
         return len(rows), len(rows) - len(inserts) - len(upgrades)
+
+    def _too_long(self, record: CallRecord) -> int:
+        return int(self.too_long is not None and is_too_long(self.too_long, record))
 
     # -- reading ---------------------------------------------------------------------------------
 

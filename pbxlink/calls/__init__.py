@@ -10,6 +10,7 @@ from pbxlink.calls.updates import (
     CallUpdate,
     RingEnded,
     Ringing,
+    TooLong,
     Transferred,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "ChannelRules",
     "RingEnded",
     "Ringing",
+    "TooLong",
     "TrackerConfig",
     "Transferred",
 ]

@@ -65,3 +65,12 @@ class Transferred(CallUpdate):
 @dataclass(slots=True, frozen=True)
 class CallEnded(CallUpdate):
     """The final record. Emitted exactly once per call."""
+
+
+@dataclass(slots=True, frozen=True)
+class TooLong(CallUpdate):
+    """The call's talk time passed `threshold_s` while it still goes on: supervisors may step
+    in now, not read about it in the log later. Emitted at most once per call."""
+
+    threshold_s: float
+    talk_s: float
