@@ -21,7 +21,9 @@ import itertools
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import aiosqlite
 import structlog
@@ -36,7 +38,7 @@ from pbxlink.calllog.rows import (
     to_row,
 )
 from pbxlink.calllog.schema import SchemaError, connect, migrate
-from pbxlink.calls.record import RECORD_FIELDS, CallRecord
+from pbxlink.calls.record import RECORD_FIELDS, CallRecord, iso_utc
 from pbxlink.calls.toolong import TooLongRule, is_too_long
 
 log = structlog.get_logger("pbxlink.calllog")
@@ -62,6 +64,17 @@ _UPSERT_OPEN = (
 )
 _DELETE_OPEN = "DELETE FROM open_calls WHERE call_id = ?"
 _SET_CLIENT = "UPDATE calls SET client_id = ? WHERE call_id = ? AND client_id IS NULL"
+# only for a call still in the log: retention may have deleted it since (a foreign key error
+# would make the whole batch fail again and again)
+_INSERT_ACCESS = (
+    "INSERT INTO recording_access (call_id, operator, action, at) "
+    "SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM calls WHERE call_id = ?1)"
+)
+_SELECT_ACCESS = (
+    "SELECT operator, action, at FROM recording_access WHERE call_id = ? ORDER BY at, rowid"
+)
+# a player fetches a file in many Range requests: one row per (call, operator, action) a minute
+ACCESS_EVERY_S = 60.0
 RECENT_SQL = f"{_SELECT} ORDER BY started_at DESC, call_id DESC LIMIT ?"
 # the extension's index, newest first, read only as far as the limit; then those rows' calls
 RECENT_EXTENSION_SQL = (
@@ -70,6 +83,16 @@ RECENT_EXTENSION_SQL = (
     "ORDER BY started_at DESC, call_id DESC LIMIT ?) AS e "
     "JOIN calls AS c USING (call_id) ORDER BY e.started_at DESC, e.call_id DESC"
 )
+
+
+@dataclasses.dataclass(slots=True)
+class Purged:
+    """What one retention batch deleted."""
+
+    calls: int
+    extensions: int  # call_extensions rows
+    accesses: int  # recording_access rows
+    recordings: list[str]  # the deleted calls' recording names, as Asterisk gave them
 
 
 class CallLogStore:
@@ -95,6 +118,8 @@ class CallLogStore:
         self._open: dict[str, tuple[CallRecord, float]] = {}  # latest snapshot per open call
         self._client_ids: dict[str, int] = {}  # call_id -> the client the directory found
         self._late_clients: list[tuple[int, str]] = []  # found after the call was submitted
+        self._accesses: list[tuple[str, str, str, float]] = []  # recording_access rows to write
+        self._access_noted: dict[tuple[str, str, str], float] = {}  # last noted, for dedup
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one transaction at a time on the writer connection
         self._writer: aiosqlite.Connection | None = None
@@ -109,7 +134,7 @@ class CallLogStore:
 
     @property
     def _pending(self) -> bool:
-        return bool(self._queue or self._open or self._late_clients)
+        return bool(self._queue or self._open or self._late_clients or self._accesses)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -185,6 +210,27 @@ class CallLogStore:
             self._open[record.call_id] = (record, at)
             self._wake.set()
 
+    def note_recording_access(self, call_id: str, operator: str, action: str, at: float) -> None:
+        """Remember who listened to or downloaded a call's recording. Never blocks.
+
+        The same (call, operator, action) again within ACCESS_EVERY_S is the same listening
+        (a player seeking, a download resumed): it is not written again."""
+        if action not in ("listened", "downloaded"):
+            raise ValueError(f"action: expected 'listened' or 'downloaded', got {action!r}")
+        if self._closed:
+            return
+        key = (call_id, operator, action)
+        last = self._access_noted.get(key)
+        if last is not None and 0 <= at - last < ACCESS_EVERY_S:
+            return
+        if len(self._access_noted) > 1024:  # forget what can no longer suppress anything
+            self._access_noted = {
+                k: t for k, t in self._access_noted.items() if at - t < ACCESS_EVERY_S
+            }
+        self._access_noted[key] = at
+        self._accesses.append((call_id, operator, action, at))
+        self._wake.set()
+
     async def open_calls(self) -> list[tuple[CallRecord, float]]:
         """Calls a previous run saw in progress and never ended, with when it last saw them."""
         rows = await self._fetch("SELECT record, updated_at FROM open_calls ORDER BY updated_at")
@@ -222,7 +268,8 @@ class CallLogStore:
             batch = list(itertools.islice(self._queue, self.max_batch))
             opened, self._open = self._open, {}
             late, self._late_clients = self._late_clients, []
-            if not batch and not opened and not late:
+            accesses, self._accesses = self._accesses, []
+            if not batch and not opened and not late and not accesses:
                 return True
             started = time.perf_counter()
             rows: list[tuple[CallRecord, Row]] = []
@@ -238,11 +285,13 @@ class CallLogStore:
             ]
             try:
                 try:
-                    handled = await self._transaction(rows, snapshots, late, one_by_one=False)
+                    handled = await self._transaction(
+                        rows, snapshots, late, accesses, one_by_one=False
+                    )
                 except sqlite3.IntegrityError:
                     # one bad record must not cost the others: again, each under a savepoint
                     handled = await self._transaction(
-                        rows, snapshots, late, one_by_one=True, bad=bad
+                        rows, snapshots, late, accesses, one_by_one=True, bad=bad
                     )
             except sqlite3.Error as exc:  # locked too long, disk full, I/O: keep all, retry
                 log.error(
@@ -251,6 +300,7 @@ class CallLogStore:
                 for cid, snapshot in opened.items():  # keep them, unless a newer one came
                     self._open.setdefault(cid, snapshot)
                 self._late_clients[:0] = late
+                self._accesses[:0] = accesses
                 return False
             for _ in batch:
                 self._client_ids.pop(self._queue.popleft().call_id, None)
@@ -274,6 +324,7 @@ class CallLogStore:
         rows: list[tuple[CallRecord, Row]],
         snapshots: list[tuple[str, str, float]],
         late: list[tuple[int, str]],
+        accesses: list[tuple[str, str, str, float]],
         *,
         one_by_one: bool,
         bad: list[tuple[CallRecord, Exception]] | None = None,
@@ -310,6 +361,7 @@ class CallLogStore:
                     await db.execute("RELEASE record")
                     handled = (handled[0] + one[0], handled[1] + one[1])
             await db.executemany(_SET_CLIENT, clients + late)
+            await db.executemany(_INSERT_ACCESS, accesses)
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
@@ -355,6 +407,35 @@ class CallLogStore:
             log.info("calllog.partial_replaced", call_id=record.call_id)
         return len(rows), len(rows) - len(inserts) - len(upgrades)
 
+    async def delete_older(self, cutoff: float, limit: int) -> Purged:
+        """Retention: the oldest `limit` calls started before `cutoff`, with their extension
+        and recording access rows, in one transaction on the writer's connection.
+
+        The writer's lock makes it one more transaction between group commits: the writer
+        waits for one small batch at most, and never meets a locked database."""
+        oldest = "SELECT call_id FROM calls WHERE started_at < ? ORDER BY started_at, call_id"
+        where = f"WHERE call_id IN ({oldest} LIMIT ?)"
+        params = (cutoff, limit)
+        async with self._lock:
+            if self._writer is None:
+                raise RuntimeError(f"{self.path}: the call log is not open")
+            db = self._writer
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                found = await db.execute_fetchall(
+                    f"SELECT recording FROM calls {where} AND recording IS NOT NULL", params
+                )
+                counts = []
+                for table in ("recording_access", "call_extensions", "calls"):
+                    async with db.execute(f"DELETE FROM {table} {where}", params) as cursor:
+                        counts.append(cursor.rowcount)
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+        return Purged(counts[2], counts[1], counts[0], [str(r) for (r,) in found])
+
     def _too_long(self, record: CallRecord) -> int:
         return int(self.too_long is not None and is_too_long(self.too_long, record))
 
@@ -372,9 +453,26 @@ class CallLogStore:
             raise RuntimeError(f"{self.path}: the call log is not open")
         return [tuple(row) for row in await self._reader.execute_fetchall(sql, params)]
 
-    async def get(self, call_id: str) -> CallRecord | None:
-        rows = await self._fetch(f"{_SELECT} WHERE call_id = ?", (call_id,))
+    async def get(self, call_id: str, extensions: Sequence[str] | None = None) -> CallRecord | None:
+        """The call; with `extensions`, only if one of them took part (an operator's calls)."""
+        if extensions is None:
+            rows = await self._fetch(f"{_SELECT} WHERE call_id = ?", (call_id,))
+        else:
+            marks = ", ".join("?" for _ in extensions)
+            rows = await self._fetch(
+                f"{_SELECT} WHERE call_id = ? AND EXISTS (SELECT 1 FROM call_extensions "
+                f"WHERE call_id = calls.call_id AND extension IN ({marks}))",
+                (call_id, *extensions),
+            )
         return from_row(rows[0]) if rows else None
+
+    async def recording_accesses(self, call_id: str) -> list[dict[str, str | None]]:
+        """Who listened to or downloaded the call's recording, and when, oldest first."""
+        rows = await self._fetch(_SELECT_ACCESS, (call_id,))
+        return [
+            {"operator": str(op), "action": str(action), "at": iso_utc(cast(float, at))}
+            for op, action, at in rows
+        ]
 
     async def count(self) -> int:
         return int((await self._fetch("SELECT count(*) FROM calls"))[0][0])
