@@ -24,6 +24,7 @@ import structlog
 from pbxlink.ami.framing import Message
 from pbxlink.ami.link import AmiLink, AuthError
 from pbxlink.calllog import CallLogStore
+from pbxlink.calllog.retention import Retention
 from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate, TooLong
 from pbxlink.calls.toolong import TooLongWatch
 from pbxlink.clients.card import CallCard
@@ -53,6 +54,7 @@ class Daemon:
         self.tracker = CallTracker(config.tracker)
         self.store = CallLogStore(config.storage.database_path, too_long=config.thresholds)
         self.too_long = TooLongWatch(config.thresholds)
+        self.retention = Retention(self.store, config.retention, config.recordings_dir)
         clients = config.clients
         self.directory = Directory(
             config.storage.database_path,
@@ -147,6 +149,7 @@ class Daemon:
                 tg.create_task(self.store.run(), name="store")
                 tg.create_task(self.link.run(), name="ami")
                 tg.create_task(self._ticker(), name="tick")
+                tg.create_task(self.retention.run(), name="retention")
                 tg.create_task(self._wait_stop(), name="signals")
                 notify("READY=1")
                 log.info("daemon.ready", ami=self.link.where, database=str(self.store.path))
