@@ -103,6 +103,10 @@ CREATE TABLE recording_access (
     at       REAL NOT NULL
 );
 CREATE INDEX recording_access_call ON recording_access (call_id, at);
+-- service level (calllog/servicelevel.py): a period is one range of this index, which holds
+-- everything the sums read, the wait included (the expression must match WAIT_SQL exactly)
+CREATE INDEX calls_offered ON calls (direction, offered_at, started_at, status,
+    max(coalesce(answered_at, ended_at) - offered_at, 0.0), talk_s, queue);
 """
 
 MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4)
