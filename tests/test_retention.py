@@ -146,7 +146,9 @@ async def test_small_transactions(store: CallLogStore, tmp_path: Path) -> None:
     assert await r.run_once(NOW) == 1200
     assert r.transactions == 3  # 500 + 500 + 200
     assert await store.count() == 10
-    assert count(store.path, "SELECT count(*) FROM call_extensions") == 30  # 101 rang, 102 rang and answered
+    assert (
+        count(store.path, "SELECT count(*) FROM call_extensions") == 30
+    )  # 101 rang, 102 rang and answered
     assert await r.run_once(NOW) == 0 and r.transactions == 4  # one empty look
 
 
@@ -216,3 +218,28 @@ async def test_a_failed_pass_is_logged_not_raised(tmp_path: Path) -> None:
             await task
     failed = [e for e in logs if e["event"] == "calllog.retention_failed"]
     assert len(failed) >= 2  # tried again, and again
+
+
+async def test_files_that_cannot_be_deleted_are_counted_and_logged_once(
+    store: CallLogStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only spool (the unit's ReadOnlyPaths; root in tests ignores chmod): the rows
+    still go, the files stay, one warning says why."""
+    for i in range(3):
+        (tmp_path / f"old-{i}.wav").write_bytes(b"RIFF")
+        store.submit(make_call(f"old-{i}", 100, f"old-{i}.wav"))
+    await store.flush()
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with structlog.testing.capture_logs() as logs:
+        r = retention(store, tmp_path, calls_days=30, recordings=True)
+        assert await r.run_once(NOW) == 3
+    assert await store.count() == 0
+    assert len(list(tmp_path.glob("old-*.wav"))) == 3
+    [event] = [e for e in logs if e["event"] == "calllog.retention_deleted"]
+    assert (event["files_deleted"], event["files_failed"]) == (0, 3)
+    warnings = [e for e in logs if e["event"] == "calllog.retention_file_failed"]
+    assert len(warnings) == 1 and "Read-only" in warnings[0]["error"]

@@ -166,6 +166,7 @@ class Retention:
                     counts.missing += 1
             except FileNotFoundError:  # deleted meanwhile
                 counts.missing += 1
-            except OSError as exc:
+            except OSError as exc:  # read-only (the unit's ReadOnlyPaths), permissions
                 counts.failed += 1
-                log.warning("calllog.retention_file_failed", recording=name, error=str(exc))
+                if counts.failed == 1:  # the same cause for all: the rest is only counted
+                    log.warning("calllog.retention_file_failed", recording=name, error=str(exc))
