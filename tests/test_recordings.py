@@ -334,9 +334,9 @@ async def test_access_rows_one_per_operator_action_and_minute(
 async def test_access_rows_window_and_vanished_calls(store: CallLogStore) -> None:
     """The store side: a minute later is a new row; a call retention deleted meanwhile is
     skipped, not an error that would make the writer's batch fail again and again."""
-    store.note_recording_access("abs", "Nino", "listened", T0)
-    store.note_recording_access("abs", "Nino", "listened", T0 + 59)
-    store.note_recording_access("abs", "Nino", "listened", T0 + 61)
+    assert store.note_recording_access("abs", "Nino", "listened", T0)
+    assert not store.note_recording_access("abs", "Nino", "listened", T0 + 59)
+    assert store.note_recording_access("abs", "Nino", "listened", T0 + 61)
     store.note_recording_access("deleted-meanwhile", "Nino", "listened", T0)
     store.submit(make_call("after", "a.wav"))  # the same batch still commits
     assert await accesses(store, "abs") == [("Nino", "listened"), ("Nino", "listened")]

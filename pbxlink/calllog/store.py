@@ -210,19 +210,19 @@ class CallLogStore:
             self._open[record.call_id] = (record, at)
             self._wake.set()
 
-    def note_recording_access(self, call_id: str, operator: str, action: str, at: float) -> None:
+    def note_recording_access(self, call_id: str, operator: str, action: str, at: float) -> bool:
         """Remember who listened to or downloaded a call's recording. Never blocks.
 
         The same (call, operator, action) again within ACCESS_EVERY_S is the same listening
-        (a player seeking, a download resumed): it is not written again."""
+        (a player seeking, a download resumed): it is not written again. True: a new row."""
         if action not in ("listened", "downloaded"):
             raise ValueError(f"action: expected 'listened' or 'downloaded', got {action!r}")
         if self._closed:
-            return
+            return False
         key = (call_id, operator, action)
         last = self._access_noted.get(key)
         if last is not None and 0 <= at - last < ACCESS_EVERY_S:
-            return
+            return False
         if len(self._access_noted) > 1024:  # forget what can no longer suppress anything
             self._access_noted = {
                 k: t for k, t in self._access_noted.items() if at - t < ACCESS_EVERY_S
@@ -230,6 +230,7 @@ class CallLogStore:
         self._access_noted[key] = at
         self._accesses.append((call_id, operator, action, at))
         self._wake.set()
+        return True
 
     async def open_calls(self) -> list[tuple[CallRecord, float]]:
         """Calls a previous run saw in progress and never ended, with when it last saw them."""

@@ -123,8 +123,8 @@ class _Recordings:
         if access is None or request.method != "GET" or response.status not in SENT:
             return
         call_id, operator, action = access
-        self.store.note_recording_access(call_id, operator, action, time.time())
-        log.info("recording.accessed", call_id=call_id, operator=operator, action=action)
+        if self.store.note_recording_access(call_id, operator, action, time.time()):
+            log.info("recording.accessed", call_id=call_id, operator=operator, action=action)
 
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
