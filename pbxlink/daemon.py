@@ -32,6 +32,7 @@ from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.clients.sources import LookupChain
 from pbxlink.config import Config
+from pbxlink.hub import Hub, default_origins
 from pbxlink.sim.server import AmiSimulator
 from pbxlink.systemd import notify
 from pbxlink.web import Metrics, make_app, serve
@@ -77,6 +78,10 @@ class Daemon:
         self.listeners: list[Callable[[CallUpdate], None]] = []
         #: told (call_id, card) when a call's card is found or completed by a slow source
         self.card_listeners: list[Callable[[str, CallCard], None]] = []
+        self.hub = Hub(config, directory=self.directory)  # the popups
+        self.listeners.append(self.hub.on_update)
+        self.card_listeners.append(self.hub.on_card)
+        self.directory.listeners.append(self.hub.on_clients_changed)
         self.web_port: int | None = None
         self._stop = asyncio.Event()
         self._logins = 0
@@ -139,6 +144,8 @@ class Daemon:
         app = make_app(cfg, self, self.metrics, directory=self.directory)
         web = await serve(app, cfg.web.host, cfg.web.port)
         self.web_port = web.port
+        self.hub.origins = frozenset(default_origins(cfg, web.port))  # the bound port
+        await self.hub.start()
         log.info("web.listening", host=cfg.web.host, port=web.port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -166,6 +173,7 @@ class Daemon:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.hub.close()
             await self.store.close()
             await self.sources.close()
             await self.directory.close()

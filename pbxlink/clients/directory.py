@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,9 @@ class Directory:
         self._lock = asyncio.Lock()
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        #: called after every committed change a person made (not register_unknown): the popup
+        #: hub re-reads the cards of calls in progress
+        self.listeners: list[Callable[[], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -154,7 +157,7 @@ class Directory:
         return self._reader
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self, *, quiet: bool = False) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction; the lookup cache is dropped whatever happens."""
         async with self._lock:
             db = self._writer
@@ -165,6 +168,8 @@ class Directory:
             try:
                 yield db
                 await db.execute("COMMIT")
+                for listener in () if quiet else self.listeners:
+                    listener()
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     await db.execute("ROLLBACK")
@@ -217,7 +222,7 @@ class Directory:
         number = self.numbers.normalize(raw_number)
         if number is None or len(number.tail) < MIN_DIGITS or not self.auto_register:
             return None
-        async with self._transaction() as db:
+        async with self._transaction(quiet=True) as db:
             ids = await self._match(db, number)  # again, under the write lock: no twin
             if ids:
                 return (await self._load(db, ids[:1]))[0]

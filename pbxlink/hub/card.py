@@ -1,0 +1,113 @@
+"""The popup's client card (docs/popup-protocol.md): one dict per call update, built once and
+sent to every recipient of that update.
+
+The directory's client comes first; what it leaves empty, the CRM sources fill in. A number
+several clients share shows the first (lowest id) and names the others: pbxlink never
+guesses which of them calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pbxlink.calls.record import CallRecord, iso_utc
+from pbxlink.clients.card import CallCard
+from pbxlink.clients.model import Client
+from pbxlink.clients.sources import CardFields
+from pbxlink.config import Operator
+
+_TEXT_FIELDS = ("name", "company", "notes", "city", "country")
+_ORDER_FIELDS = ("number", "stage", "responsible", "debt")
+
+
+def operator_names(operators: Iterable[Operator]) -> dict[str, str]:
+    """extension -> the name shown for it; an operator's own phone wins over a supervisor's."""
+    names: dict[str, str] = {}
+    for op in sorted(operators, key=lambda o: o.role != "operator"):
+        for ext in op.extensions:
+            names.setdefault(ext, op.name)
+    return names
+
+
+def card_dict(
+    call: CallRecord,
+    card: CallCard | None,
+    *,
+    company: str,
+    names: Mapping[str, str],
+    extension: str | None,
+) -> dict[str, Any]:
+    """The card of `call` as the protocol has it; `card` None: the lookup has not answered."""
+    clients = card.clients if card is not None else []
+    external = card.external if card is not None else None
+    inbound = call.direction == "inbound"
+    answered_by = call.answered_by
+    return {
+        "company": company,
+        "call_id": call.call_id,
+        "started_at": iso_utc(call.started_at),
+        "direction": call.direction,
+        "number": call.caller_number if call.direction != "outbound" else call.called_number,
+        "caller_name": call.caller_name,
+        "did": (call.called_number or None) if inbound else None,
+        "new_client": card.new_client if card is not None else False,
+        "pending": card is None,
+        "client": client_dict(clients[0] if clients else None, external),
+        "other_clients": [{"id": c.id, "name": c.name} for c in clients[1:]],
+        "extension": extension,
+        "operator_name": names.get(extension) if extension else None,
+        "answered_by": answered_by,
+        "answered_by_name": names.get(answered_by) if answered_by else None,
+        "ivr_digits": call.ivr_digits,
+        "queue": call.queue,
+        "status": call.status,
+    }
+
+
+def client_dict(client: Client | None, external: CardFields | None) -> dict[str, Any] | None:
+    """The directory's client with its gaps filled from the CRM; None when neither knows."""
+    if external is not None and external.empty():
+        external = None
+    if client is None and external is None:
+        return None
+    ext = external or CardFields()
+    out: dict[str, Any] = {"id": client.id if client else None}
+    for name in _TEXT_FIELDS:
+        own = getattr(client, name) if client else ""
+        out[name] = own or getattr(ext, name) or ""
+    if client is not None:
+        out["category"] = client.category
+        out["category_label"] = client.category_label
+        out["category_color"] = client.category_color
+    else:
+        out["category"] = out["category_label"] = ext.category
+        out["category_color"] = None
+    crm_photo = _safe_url(ext.photo_url)
+    if client is not None and (client.photo or crm_photo is None):
+        out["photo_url"] = f"/api/clients/{client.id}/photo"
+    else:
+        out["photo_url"] = crm_photo
+    if client is not None and client.open_orders:
+        out["orders"] = [{k: getattr(o, k) for k in _ORDER_FIELDS} for o in client.open_orders]
+    else:
+        out["orders"] = [
+            _crm_order(order) for order in ext.orders if order.get("open") is not False
+        ]
+    return out
+
+
+def _crm_order(order: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: order.get(k) for k in _ORDER_FIELDS}
+    debt = out["debt"]
+    if debt is not None and not math.isfinite(debt):  # "nan" parses as a float: not JSON
+        out["debt"] = None
+    return out
+
+
+def _safe_url(url: str | None) -> str | None:
+    """A CRM's photo URL only if a browser can load it as an image and nothing else."""
+    if url and url.lower().startswith(("https://", "http://")):
+        return url
+    return None

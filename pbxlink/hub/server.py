@@ -1,0 +1,524 @@
+"""The popup hub: a WebSocket server that pushes client cards to the operators whose phones ring.
+
+Call updates arrive on the AMI read path, so `on_update` and `on_card` never await: they
+update the hub's view of the calls in progress, build each message once, encode it once and
+put the same bytes in the bounded queue of every recipient. Each client has a writer task
+draining its queue; a client whose queue is full is closed (4008) on the spot, so a stalled
+browser costs a little memory for a moment and never delays anybody else (websockets'
+`broadcast()` would instead buffer without bound, or, on a full buffer, drop frames silently).
+
+Who gets what (docs/popup-protocol.md): operators the calls that rang, reached or were
+transferred to one of their extensions; supervisors and admins (wallboards) every call, and
+`too_long`. Routing is by extension, through an index, not by asking every client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import socket
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from pbxlink.calls import (
+    Answered,
+    CallEnded,
+    CallRecord,
+    CallUpdate,
+    RingEnded,
+    Ringing,
+    TooLong,
+    Transferred,
+)
+from pbxlink.clients.card import CallCard
+from pbxlink.clients.directory import Directory
+from pbxlink.config import Config, Operator, hash_token
+from pbxlink.hub import messages
+from pbxlink.hub.card import card_dict, operator_names
+from pbxlink.hub.messages import CloseWith, Message
+
+log = structlog.get_logger("pbxlink.hub")
+
+HELLO_TIMEOUT_S = 5.0
+MAX_MESSAGE_BYTES = 4096  # a hello is ~100 bytes; nothing else comes from clients
+SEND_BUFFER_BYTES = 64 * 1024  # the kernel's share of a stalled client's backlog
+CLOSE_TIMEOUT_S = 5.0
+REFRESH_DELAY_S = 0.2  # client edits within this long refresh the cards once
+MISSED = frozenset({"no_answer", "busy"})
+WALLBOARD_ROLES = frozenset({"supervisor", "admin"})
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(slots=True, eq=False)
+class _Client:
+    ws: ServerConnection
+    operator: Operator
+    queue: asyncio.Queue[bytes]
+    writer: asyncio.Task[None] | None = None
+    closing: bool = False
+
+    @property
+    def wallboard(self) -> bool:
+        return self.operator.role in WALLBOARD_ROLES
+
+
+@dataclass(slots=True)
+class _Live:
+    """A call in progress as the hub sees it: enough to route, and to welcome a reload."""
+
+    call: CallRecord
+    card: CallCard | None = None
+    ringing: dict[str, float] = field(default_factory=dict)  # extension -> ring start
+    shown: set[str] = field(default_factory=set)  # extensions that were sent the call
+    missed: set[str] = field(default_factory=set)  # rings that ended no_answer/busy
+    announced: bool = False  # the wallboards were sent the call
+    holder: str | None = None  # the extension holding the answered call
+    answered_at: float | None = None
+
+
+def default_origins(config: Config, web_port: int | None = None) -> tuple[str, ...]:
+    """`[hub] origins`, else the page's own origin (with `web_port`, the bound one) and, for
+    a page on a loopback or wildcard address, its localhost spellings."""
+    if config.hub.origins:
+        return config.hub.origins
+    port = config.web.port if web_port is None else web_port
+    hosts = [config.web.host]
+    if config.web.host in (*LOCAL_HOSTS, "0.0.0.0", "::"):
+        hosts += LOCAL_HOSTS
+    suffix = "" if port == 80 else f":{port}"
+    return tuple(dict.fromkeys(f"http://{_bracket(h)}{suffix}" for h in hosts))
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class Hub:
+    """`await start()`, feed it `on_update`/`on_card`, `await close()`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        origins: Iterable[str] | None = None,
+        directory: Directory | None = None,
+        hello_timeout_s: float = HELLO_TIMEOUT_S,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        send_buffer_bytes: int = SEND_BUFFER_BYTES,
+        close_timeout_s: float = CLOSE_TIMEOUT_S,
+    ) -> None:
+        self.config = config
+        self.origins = frozenset(default_origins(config) if origins is None else origins)
+        self.directory = directory
+        self.hello_timeout_s = hello_timeout_s
+        self.max_message_bytes = max_message_bytes
+        self.send_buffer_bytes = send_buffer_bytes
+        self.close_timeout_s = close_timeout_s
+        self.port: int | None = None
+        self._operators = list(config.operators)
+        self._names = operator_names(self._operators)
+        self._calls: dict[str, _Live] = {}
+        self._clients: set[_Client] = set()
+        self._by_ext: dict[str, set[_Client]] = {}
+        self._wallboards: set[_Client] = set()
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refresh: asyncio.Task[None] | None = None
+        self._stale = False
+        # counters for /metrics
+        self.connections = 0  # clients that passed hello, ever
+        self.frames_sent = 0
+        self.dropped_slow = 0
+        self.auth_failed = 0
+        self.protocol_errors = 0
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    @property
+    def tls(self) -> bool:
+        return self.config.hub.tls_cert_file is not None
+
+    def url_for(self, host: str) -> str:
+        """What a page loaded from `host` connects to."""
+        if self.config.hub.public_url:
+            return self.config.hub.public_url
+        return f"{'wss' if self.tls else 'ws'}://{_bracket(host)}:{self.port}/"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        hub = self.config.hub
+        context = None
+        if hub.tls_cert_file is not None and hub.tls_key_file is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(hub.tls_cert_file, hub.tls_key_file)
+        self._server = await serve(
+            self._handle,
+            hub.host,
+            hub.port,
+            ssl=context,
+            compression=None,  # per-connection compression would undo encode-once
+            max_size=self.max_message_bytes,
+            ping_interval=hub.heartbeat_s,
+            ping_timeout=hub.heartbeat_s,
+            close_timeout=self.close_timeout_s,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info(
+            "hub.listening",
+            host=hub.host,
+            port=self.port,
+            tls=self.tls,
+            origins=sorted(self.origins),
+        )
+
+    async def close(self) -> None:
+        """Say goodbye (1001) to every client and stop; waits for their handlers."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+            self._server = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._calls.clear()
+        log.info("hub.closed", frames_sent=self.frames_sent, dropped_slow=self.dropped_slow)
+
+    # -- inputs from the daemon (on the AMI read path: never await) ------------------------------
+
+    def on_update(self, update: CallUpdate) -> None:
+        call = update.call
+        live = self._calls.get(call.call_id)
+        if isinstance(update, CallEnded):
+            if live is not None:
+                del self._calls[call.call_id]
+                live.call = call
+                self._ended(live, update.at)
+            return
+        if live is None:
+            live = self._calls[call.call_id] = _Live(call)
+        live.call = call
+        if isinstance(update, Ringing):
+            ext = update.extension
+            live.ringing[ext] = update.at
+            self._show(live, ext)
+            self._send(
+                self._audience((ext,)),
+                lambda: messages.ringing(call.call_id, ext, update.at, self._card(live, ext)),
+            )
+        elif isinstance(update, RingEnded):
+            live.ringing.pop(update.extension, None)
+            if update.outcome in MISSED:
+                live.missed.add(update.extension)
+        elif isinstance(update, Answered):
+            who = update.extension
+            if who is None and call.direction == "outbound":
+                who = call.caller_number or None  # the far end answered the operator's call
+            live.holder, live.answered_at = who, update.at
+            live.ringing.clear()
+            if who is not None:
+                self._show(live, who)
+            live.announced = True
+            self._send(
+                self._audience(live.shown),
+                lambda: messages.answered(
+                    call.call_id, update.extension, update.at, self._card(live, who)
+                ),
+            )
+        elif isinstance(update, Transferred):
+            live.holder = update.extension
+            self._show(live, update.extension)
+            self._send(
+                self._audience(live.shown),
+                lambda: messages.transferred(
+                    call.call_id,
+                    update.extension,
+                    update.kind,
+                    update.at,
+                    self._card(live, update.extension),
+                ),
+            )
+        elif isinstance(update, TooLong):
+            talk_s, threshold_s = update.talk_s, update.threshold_s
+            self._send(
+                set(self._wallboards),
+                lambda: messages.too_long(
+                    call.call_id, update.at, talk_s, threshold_s, self._card(live, live.holder)
+                ),
+            )
+
+    def on_card(self, call_id: str, card: CallCard) -> None:
+        """The call's card was found or completed; a call already shown gets client_updated."""
+        live = self._calls.get(call_id)
+        if live is not None:
+            live.card = card
+            self._card_changed(live)
+
+    def on_clients_changed(self) -> None:
+        """The directory committed a write: re-read the clients of the calls in progress."""
+        self._stale = True
+        if self.directory is not None and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.get_running_loop().create_task(self._refresh_cards())
+
+    def set_operators(self, operators: Iterable[Operator]) -> None:
+        """New operators (a config reload): a removed token is closed with 4002, a changed
+        operator keeps its connection with the new extensions and role."""
+        self._operators = list(operators)
+        self._names = operator_names(self._operators)
+        for client in list(self._clients):
+            now = self._operator_of(client.operator.token_hash)
+            if now is None:
+                log.info("hub.revoked", operator=client.operator.name)
+                self._drop(client, messages.TOKEN_REVOKED, "token no longer valid")
+            elif now != client.operator:
+                self._unindex(client)
+                client.operator = now
+                self._index(client)
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    def _show(self, live: _Live, extension: str) -> None:
+        live.shown.add(extension)
+        live.announced = True
+
+    def _audience(self, extensions: Iterable[str], *, wallboards: bool = True) -> set[_Client]:
+        out = set(self._wallboards) if wallboards else set()
+        for ext in extensions:
+            out.update(self._by_ext.get(ext, ()))
+        return out
+
+    def _send(self, recipients: set[_Client], build: Callable[[], Message]) -> None:
+        """Build the message only if someone gets it; encode it once for all of them."""
+        if not recipients:
+            return
+        frame = messages.encode(build())
+        for client in recipients:
+            self._push(client, frame)
+
+    def _card(self, live: _Live, extension: str | None) -> Message:
+        return card_dict(
+            live.call,
+            live.card,
+            company=self.config.company,
+            names=self._names,
+            extension=extension,
+        )
+
+    def _card_changed(self, live: _Live) -> None:
+        if not live.announced:
+            return  # the first message about the call will carry the card
+        ext = live.holder or next(reversed(live.ringing), None)
+        self._send(
+            self._audience(live.shown),
+            lambda: messages.client_updated(live.call.call_id, self._card(live, ext)),
+        )
+
+    def _ended(self, live: _Live, at: float) -> None:
+        call = live.call
+        if live.announced:
+            self._send(self._audience(live.shown), lambda: messages.ended(call, at))
+        if call.status == "answered":
+            return
+        for ext in sorted(live.missed):
+            self._send(
+                self._audience((ext,), wallboards=False),
+                lambda ext=ext: messages.missed(call.call_id, ext, at, self._card(live, ext)),
+            )
+
+    def _calls_for(self, client: _Client) -> list[Message]:
+        """The welcome's calls: what this client's page should be showing right now."""
+        mine = set(client.operator.extensions)
+        out: list[Message] = []
+        for live in self._calls.values():
+            cid = live.call.call_id
+            if live.answered_at is not None:
+                if client.wallboard or live.holder in mine:
+                    card = self._card(live, live.holder)
+                    out.append(messages.answered(cid, live.holder, live.answered_at, card))
+                continue
+            ringing = [e for e in live.ringing if client.wallboard or e in mine]
+            if ringing:
+                ext = ringing[-1]
+                out.append(messages.ringing(cid, ext, live.ringing[ext], self._card(live, ext)))
+        return out
+
+    async def _refresh_cards(self) -> None:
+        """Cards of calls in progress after a client edit. The daemon's CallCard is updated in
+        place, so the call log links the call to the client as it is now."""
+        assert self.directory is not None
+        while self._stale:
+            await asyncio.sleep(REFRESH_DELAY_S)
+            self._stale = False
+            for live in list(self._calls.values()):
+                card, call = live.card, live.call
+                number = {"inbound": call.caller_number, "outbound": call.called_number}.get(
+                    call.direction, ""
+                )
+                if card is None or not number:
+                    continue
+                try:
+                    clients = await self.directory.lookup(number)
+                except Exception:
+                    log.exception("hub.refresh_failed", call_id=call.call_id)
+                    return
+                if clients != card.clients and self._calls.get(call.call_id) is live:
+                    card.clients = clients
+                    self._card_changed(live)
+
+    # -- clients ---------------------------------------------------------------------------------
+
+    def _push(self, client: _Client, frame: bytes) -> None:
+        if client.closing:
+            return
+        try:
+            client.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.dropped_slow += 1
+            log.warning(
+                "hub.dropped_slow",
+                operator=client.operator.name,
+                remote=_remote(client.ws),
+                queued=client.queue.qsize(),
+            )
+            self._drop(client, messages.TOO_SLOW, "too slow: fell too many messages behind")
+
+    def _drop(self, client: _Client, code: int, reason: str) -> None:
+        """Close without waiting: the writer stops now, the close handshake runs on its own."""
+        client.closing = True
+        self._unindex(client)
+        if client.writer is not None:
+            client.writer.cancel()
+        self._spawn(client.ws.close(code, reason))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _index(self, client: _Client) -> None:
+        self._clients.add(client)
+        if client.wallboard:
+            self._wallboards.add(client)
+        for ext in client.operator.extensions:
+            self._by_ext.setdefault(ext, set()).add(client)
+
+    def _unindex(self, client: _Client) -> None:
+        self._clients.discard(client)
+        self._wallboards.discard(client)
+        for ext in client.operator.extensions:
+            owners = self._by_ext.get(ext)
+            if owners is not None:
+                owners.discard(client)
+                if not owners:
+                    del self._by_ext[ext]
+
+    def _operator_of(self, token_hash: str) -> Operator | None:
+        for op in self._operators:
+            if hmac.compare_digest(op.token_hash, token_hash):
+                return op
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        remote = _remote(ws)
+        origin = ws.request.headers.get("Origin") if ws.request is not None else None
+        if origin is not None and origin not in self.origins:
+            log.warning("hub.origin_refused", origin=origin[:200], remote=remote)
+            await ws.close(messages.ORIGIN_REFUSED, "origin not allowed")
+            return
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None and self.send_buffer_bytes:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+        try:
+            operator = await self._hello(ws)
+        except CloseWith as exc:
+            self._refuse(exc, remote)
+            await ws.close(exc.code, exc.reason)
+            return
+        except ConnectionClosed:
+            return
+        client = _Client(ws, operator, asyncio.Queue(self.config.hub.queue_frames))
+        # welcome is queued before any update can be: the page sees the calls, then changes
+        client.queue.put_nowait(
+            messages.encode(
+                messages.welcome(operator, self.config.company, self._calls_for(client))
+            )
+        )
+        self._index(client)
+        self.connections += 1
+        client.writer = asyncio.get_running_loop().create_task(self._write(client))
+        log.info(
+            "hub.connected",
+            operator=operator.name,
+            role=operator.role,
+            extensions=list(operator.extensions),
+            remote=remote,
+            clients=len(self._clients),
+        )
+        try:
+            async for _ in ws:  # clients send nothing after hello
+                if self._operator_of(client.operator.token_hash) is None:
+                    raise CloseWith(messages.TOKEN_REVOKED, "token no longer valid")
+                raise CloseWith(messages.PROTOCOL_ERROR, "nothing is expected after hello")
+        except CloseWith as exc:
+            self._refuse(exc, remote)
+            client.closing = True
+            await ws.close(exc.code, exc.reason)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._unindex(client)
+            if client.writer is not None:
+                client.writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await client.writer
+            log.info(
+                "hub.disconnected",
+                operator=operator.name,
+                remote=remote,
+                code=ws.close_code,
+                clients=len(self._clients),
+            )
+
+    async def _hello(self, ws: ServerConnection) -> Operator:
+        try:
+            async with asyncio.timeout(self.hello_timeout_s):
+                raw = await ws.recv()
+        except TimeoutError:
+            raise CloseWith(
+                messages.BAD_TOKEN, f"no hello within {self.hello_timeout_s:g} s"
+            ) from None
+        operator = self._operator_of(hash_token(messages.parse_hello(raw)))
+        if operator is None:
+            raise CloseWith(messages.BAD_TOKEN, "invalid token")
+        return operator
+
+    def _refuse(self, exc: CloseWith, remote: str | None) -> None:
+        if exc.code == messages.PROTOCOL_ERROR:
+            self.protocol_errors += 1
+            log.warning("hub.protocol_error", reason=exc.reason, remote=remote)
+        else:
+            self.auth_failed += exc.code == messages.BAD_TOKEN
+            log.warning("hub.auth_failed", code=exc.code, reason=exc.reason, remote=remote)
+
+    async def _write(self, client: _Client) -> None:
+        ws, queue = client.ws, client.queue
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                frame = await queue.get()
+                await ws.send(frame, text=True)
+                self.frames_sent += 1
+
+
+def _remote(ws: ServerConnection) -> str | None:
+    address = ws.remote_address
+    return str(address[0]) if address else None
