@@ -100,12 +100,17 @@ async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def _with_page(make_app: Callable[..., Any]) -> Callable[..., Any]:
-    """make_app, plus the page routes if make_app does not mount them (yet)."""
+    """make_app, plus the page and /api/hub where make_app does not mount them (yet)."""
 
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        app = make_app(*args, **kwargs)
-        if not any(r.resource and r.resource.canonical == "/" for r in app.router.routes()):
+    def wrapped(config: Config, status: Any, *args: Any, **kwargs: Any) -> Any:
+        app = make_app(config, status, *args, **kwargs)
+        mounted = {r.resource.canonical for r in app.router.routes() if r.resource}
+        if "/" not in mounted:
             page.add_routes(app)
+        if "/api/hub" not in mounted and isinstance(status, Daemon):
+            from pbxlink.hub import web as hub_web
+
+            hub_web.add_routes(app, status.hub)
         return app
 
     return wrapped
@@ -147,16 +152,22 @@ async def running_daemon(state: Path, *, speed: float = 2.0) -> AsyncIterator[Ru
             assert await asyncio.wait_for(task, 10) == 0
 
 
-async def add_client(run: Running, **fields: Any) -> dict[str, Any]:
-    """A client through the REST API, as an operator makes one."""
+async def rest(run: Running, method: str, path: str, body: Any = None, *, expect: int = 200) -> Any:
+    """One REST call as operator 101 would make it; checks the status, returns the JSON."""
     headers = {"Authorization": f"Bearer {token('operator')}"}
     async with (
         aiohttp.ClientSession(run.url, headers=headers) as http,
-        http.post("/api/clients", json=fields) as response,
+        http.request(method, path, json=body) as response,
     ):
-        body = await response.json()
-        assert response.status == 201, body
-        return body
+        data = await response.json()
+        assert response.status == expect, (method, path, response.status, data)
+        return data
+
+
+async def add_client(run: Running, **fields: Any) -> dict[str, Any]:
+    """A client through the REST API, as an operator makes one."""
+    client: dict[str, Any] = await rest(run, "POST", "/api/clients", fields, expect=201)
+    return client
 
 
 def screenshot_paths(name: str) -> list[Path]:
