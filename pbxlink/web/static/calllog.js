@@ -72,7 +72,8 @@ export class CallLog {
     this.more.addEventListener("click", () => this.load(false));
   }
 
-  /** The API query for the form: one day, or a range of whole local days. */
+  /** The API query for the form: one day, or a range of whole days (the API reads dates
+   * in the PBX's time zone, so "today" is the PBX's today wherever the browser is). */
   formQuery() {
     const f = this.form.elements;
     const from = f.from.value || localDay();
@@ -87,10 +88,10 @@ export class CallLog {
     if (!until || until === from) {
       query.day = from;
     } else {
-      const end = new Date(`${until}T00:00:00`);
+      const end = new Date(`${until}T12:00:00`); // noon: a DST day is still the next day
       end.setDate(end.getDate() + 1);
-      query.from = new Date(`${from}T00:00:00`).toISOString();
-      query.until = end.toISOString();
+      query.from = from;
+      query.until = localDay(end); // exclusive: the first day not wanted
     }
     return query;
   }

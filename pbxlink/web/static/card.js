@@ -165,9 +165,11 @@ export class Board {
     time.setAttribute("datetime", card.started_at || "");
     field(node, "company").textContent = card.company || "";
 
-    const name = client ? client.name || "(no name)" : card.pending ? "Looking up…" : "Unknown caller";
+    // a client registered for an unknown number has no name yet: the caller ID is a start
+    const name = (client && client.name) || card.caller_name
+      || (card.pending ? "Looking up…" : "Unknown caller");
     field(node, "name").textContent = name;
-    const cid = card.caller_name && (!client || card.caller_name !== client.name) ? card.caller_name : "";
+    const cid = card.caller_name && card.caller_name !== name ? card.caller_name : "";
     const cat = field(node, "category");
     const color = client && safeColor(client.category_color);
     show(cat, client ? client.category_label || client.category : "");
