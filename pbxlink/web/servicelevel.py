@@ -1,0 +1,335 @@
+"""GET /api/metrics/service-level: how well the centre answers, for supervisors and admins.
+
+    ?day=2026-11-01                       one PBX-local day (default: today)
+    ?from=2026-11-01&until=2026-11-08     a date is that day's PBX-local start; or an ISO
+                                          date-time with its offset (Z, +04:00); until exclusive
+    &group=day|hour|extension|queue       (default day)
+    &queue=sales  &extension=101          only those calls
+
+Every figure is defined in docs/metrics.md. A bad or unknown parameter is a 400 `invalid`
+whose `field` names it: a typo (`grop=hour`) silently ignored would show the wrong figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import time
+from typing import Any, cast
+
+import structlog
+from aiohttp import web
+from multidict import MultiMapping
+
+from pbxlink.calllog import CallLogStore
+from pbxlink.calllog.servicelevel import (
+    GROUPS,
+    ExtensionTally,
+    Group,
+    Query,
+    day_start,
+    extension_figures,
+    figures,
+    service_level,
+)
+from pbxlink.calls.record import iso_utc
+from pbxlink.config import SL_VARIANTS, Config
+from pbxlink.web.auth import operator_of, requires
+from pbxlink.web.errors import ApiError
+
+log = structlog.get_logger("pbxlink.web")
+
+PATH = "/api/metrics/service-level"
+PARAMS = ("from", "until", "day", "group", "queue", "extension")
+MAX_DAYS = 366  # a year: longer periods are what exports are for
+MAX_HOUR_DAYS = 31  # group=hour: at most 744 groups
+MAX_VALUE_CHARS = 128
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# an unencoded '+04:00' arrives as ' 04:00' (a + in a query string is a space)
+_SPACED_OFFSET = re.compile(r"(.*T[\d:.]+) (\d{2}(?::?\d{2})?)")
+
+
+def add_routes(app: web.Application, store: CallLogStore) -> None:
+    """Mount the route on an app make_app built; it reads through the call log's reader."""
+    from pbxlink.web.app import CONFIG  # not at the top: app.py may import this module
+
+    app.router.add_get(PATH, _ServiceLevel(store, app[CONFIG]).get)
+
+
+def _invalid(param: str, message: str) -> ApiError:
+    return ApiError(400, "invalid", f"{param}: {message}", field=param)
+
+
+def _one(query: MultiMapping[str], key: str) -> str | None:
+    values = query.getall(key, [])
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _invalid(key, "given more than once")
+    value = values[0].strip()
+    if not value or len(value) > MAX_VALUE_CHARS or not value.isprintable():
+        raise _invalid(key, f"expected 1 to {MAX_VALUE_CHARS} printable characters")
+    return value
+
+
+def _date(key: str, raw: str) -> dt.date:
+    if _DATE.fullmatch(raw):  # fromisoformat alone also takes 20261101 and 2026-W44-1
+        with contextlib.suppress(ValueError):
+            return dt.date.fromisoformat(raw)
+    raise _invalid(key, f"expected a date YYYY-MM-DD, got {raw!r}")
+
+
+def instant(key: str, raw: str, tz: dt.tzinfo) -> float:
+    """A date (its PBX-local start) or an ISO date-time with an offset, as epoch seconds."""
+    if _DATE.fullmatch(raw):
+        return day_start(_date(key, raw), tz)
+    spaced = _SPACED_OFFSET.fullmatch(raw)
+    text = f"{spaced.group(1)}+{spaced.group(2)}" if spaced else raw
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise _invalid(
+            key, f"expected a date or an ISO date-time with offset, got {raw!r}"
+        ) from None
+    if when.tzinfo is None:
+        raise _invalid(key, f"{raw!r} has no UTC offset: add Z or +04:00, or give a date")
+    return when.timestamp()
+
+
+def period(query: MultiMapping[str], tz: dt.tzinfo, now: float) -> tuple[float, float]:
+    """[start, end) from day, or from/until (until defaults to now); default: today."""
+    day, since, until = (_one(query, k) for k in ("day", "from", "until"))
+    if day is not None:
+        if since is not None or until is not None:
+            raise _invalid("day", "give either day or from/until, not both")
+        first = _date("day", day)
+        return day_start(first, tz), day_start(first + dt.timedelta(days=1), tz)
+    if since is None:
+        if until is not None:
+            raise _invalid("from", "needed with until")
+        today = dt.datetime.fromtimestamp(now, tz).date()
+        return day_start(today, tz), day_start(today + dt.timedelta(days=1), tz)
+    start = instant("from", since, tz)
+    end = instant("until", until, tz) if until is not None else now
+    if end <= start:
+        if until is None:
+            raise _invalid("from", "is in the future (until defaults to now)")
+        raise _invalid("until", "must be after from")
+    if end - start > MAX_DAYS * 86400 + 3600:  # + an hour: a year across a DST change
+        raise _invalid("until", f"the period may span at most {MAX_DAYS} days")
+    return start, end
+
+
+def parse(query: MultiMapping[str], config: Config, now: float) -> Query:
+    """The request's Query; raises a 400 ApiError naming the first bad parameter."""
+    for key in query:
+        if key not in PARAMS:
+            raise _invalid(key, f"unknown parameter (known: {', '.join(PARAMS)})")
+    tz = config.tracker.pbx_timezone
+    start, end = period(query, tz, now)
+    group = _one(query, "group") or "day"
+    if group not in GROUPS:
+        raise _invalid("group", f"expected one of {', '.join(GROUPS)}, got {group!r}")
+    if group == "hour" and end - start > MAX_HOUR_DAYS * 86400 + 3600:
+        raise _invalid("group", f"group=hour covers at most {MAX_HOUR_DAYS} days")
+    t = config.thresholds
+    return Query(
+        start=start,
+        end=end,
+        tz=tz,
+        group=cast(Group, group),  # checked against GROUPS above
+        threshold_s=t.service_level_s,
+        short_abandon_s=t.short_abandon_s,
+        queue=_one(query, "queue"),
+        extension=_one(query, "extension"),
+    )
+
+
+def _zone_name(tz: dt.tzinfo) -> str:
+    return str(getattr(tz, "key", None) or tz)
+
+
+class _ServiceLevel:
+    def __init__(self, store: CallLogStore, config: Config) -> None:
+        self.store = store
+        self.config = config
+
+    @requires("supervisor")
+    async def get(self, request: web.Request) -> web.Response:
+        q = parse(request.query, self.config, time.time())
+        started = time.perf_counter()
+        report = await service_level(self.store.reader, q)
+        variant = self.config.thresholds.service_level_variant
+        groups: list[dict[str, Any]] = []
+        for bucket, tally in report.groups:
+            row: dict[str, Any] = {"key": bucket.key}
+            if q.group in ("day", "hour"):
+                row |= {"from": iso_utc(bucket.start), "until": iso_utc(bucket.end)}
+            if isinstance(tally, ExtensionTally):
+                row |= extension_figures(tally)
+            else:
+                row |= figures(tally, variant)
+            groups.append(row)
+        log.debug(
+            "servicelevel.report",
+            operator=operator_of(request).name,
+            group=q.group,
+            groups=len(groups),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        when = {"from": iso_utc(q.start), "until": iso_utc(q.end), "timezone": _zone_name(q.tz)}
+        return web.json_response(
+            {
+                "threshold_s": q.threshold_s,
+                "short_abandon_s": q.short_abandon_s,
+                "variant": variant,
+                "period": when,
+                "group": q.group,
+                "filters": {"queue": q.queue, "extension": q.extension},
+                "total": figures(report.total, variant),
+                "groups": groups,
+            }
+        )
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------------
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_COUNT = {"type": "integer", "minimum": 0}
+_SECONDS = {"type": ["number", "null"], "minimum": 0}
+_RATIO = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    names = list(properties) if required is None else required
+    return {"type": "object", "properties": properties, "required": names}
+
+
+FIGURES_SCHEMA = _object(
+    {
+        "no_data": {"type": "boolean", "description": "no offered call: ratios are null"},
+        "offered": _COUNT,
+        "answered": _COUNT,
+        "answered_within_threshold": _COUNT,
+        "abandoned": _COUNT,
+        "abandoned_within_threshold": _COUNT,
+        "unanswered_other": {**_COUNT, "description": "no_answer, busy, voicemail, failed"},
+        "short_abandoned": {**_COUNT, "description": "not in offered"},
+        "not_offered": {**_COUNT, "description": "hung up before any ring or queue"},
+        "service_level": {**_RATIO, "description": "the configured variant's value"},
+        "service_levels": _object({variant: _RATIO for variant in SL_VARIANTS}),
+        "abandon_rate": _RATIO,
+        "asa_s": _SECONDS,
+        "aht_s": _SECONDS,
+        "longest_wait_s": _SECONDS,
+    }
+)
+EXTENSION_FIGURES_SCHEMA = _object(
+    {
+        "no_data": {"type": "boolean"},
+        "offered": {**_COUNT, "description": "calls that rang the extension"},
+        "answered": {**_COUNT, "description": "answered by the extension"},
+        "answered_within_threshold": _COUNT,
+        "answered_elsewhere": _COUNT,
+        "missed": {**_COUNT, "description": "rang it and nobody answered"},
+        "short_abandoned": _COUNT,
+        "answer_rate": _RATIO,
+        "asa_s": _SECONDS,
+        "aht_s": _SECONDS,
+        "longest_wait_s": _SECONDS,
+    }
+)
+_GROUP_KEYS = _object(
+    {
+        "key": {
+            "type": ["string", "null"],
+            "description": "YYYY-MM-DD; the local hour with its offset; the queue (null: "
+            "no queue); the extension",
+        },
+        "from": {"type": "string", "format": "date-time"},
+        "until": {"type": "string", "format": "date-time"},
+    },
+    required=["key"],
+)
+REPORT_SCHEMA = _object(
+    {
+        "threshold_s": {"type": "number"},
+        "short_abandon_s": {"type": "number"},
+        "variant": {"enum": list(SL_VARIANTS)},
+        "period": _object(
+            {
+                "from": {"type": "string", "format": "date-time"},
+                "until": {"type": "string", "format": "date-time"},
+                "timezone": {"type": "string"},
+            }
+        ),
+        "group": {"enum": list(GROUPS)},
+        "filters": _object(
+            {"queue": {"type": ["string", "null"]}, "extension": {"type": ["string", "null"]}}
+        ),
+        "total": FIGURES_SCHEMA,
+        "groups": {
+            "type": "array",
+            "items": {
+                "allOf": [_GROUP_KEYS],
+                "oneOf": [FIGURES_SCHEMA, EXTENSION_FIGURES_SCHEMA],
+            },
+        },
+    }
+)
+
+
+def _param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_INSTANT = {"type": "string", "examples": ["2026-11-01", "2026-11-01T09:00:00+04:00"]}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    PATH: {
+        "get": {
+            "operationId": "getServiceLevel",
+            "summary": "Service level, ASA, AHT, abandons and missed calls of inbound calls",
+            "description": (
+                "Supervisors and admins. Figures per PBX-local day or hour, per queue or per "
+                "extension, and the total; every figure is defined in docs/metrics.md. "
+                "No offered call: ratios and times are null and no_data is true."
+            ),
+            "tags": ["metrics"],
+            "security": [{"bearer": []}],
+            "parameters": [
+                _param("day", "one PBX-local day (default: today)", {"type": "string"}),
+                _param("from", "a date (its PBX-local start) or a date-time with offset", _INSTANT),
+                _param("until", "exclusive, same forms as from; default: now", _INSTANT),
+                _param("group", "default day", {"enum": list(GROUPS), "default": "day"}),
+                _param("queue", "only calls through this queue", {"type": "string"}),
+                _param(
+                    "extension",
+                    "only calls that rang this extension or it answered",
+                    {"type": "string"},
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "the figures",
+                    "content": {"application/json": {"schema": REPORT_SCHEMA}},
+                },
+                "400": _error("a bad or unknown query parameter (named in `field`)"),
+                "401": _error("no or an invalid token"),
+                "403": _error("an operator: this needs the supervisor role"),
+            },
+        }
+    }
+}
