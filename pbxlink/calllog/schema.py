@@ -107,6 +107,10 @@ CREATE INDEX recording_access_call ON recording_access (call_id, at);
 -- everything the sums read, the wait included (the expression must match WAIT_SQL exactly)
 CREATE INDEX calls_offered ON calls (direction, offered_at, started_at, status,
     max(coalesce(answered_at, ended_at) - offered_at, 0.0), talk_s, queue);
+-- the call log API's keyset pages in talk or wait order, and too-long calls (calllog/query.py)
+CREATE INDEX calls_talk ON calls (talk_s, call_id);
+CREATE INDEX calls_wait ON calls (wait_s, call_id);
+CREATE INDEX calls_too_long ON calls (started_at, call_id) WHERE too_long = 1;
 """
 
 MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4)
