@@ -1,0 +1,257 @@
+"""What the popup hub does with clients that misbehave or fail: the documented close codes,
+one bad socket never costing the others, no leaks over many connections, a stalled client
+dropped without delaying anybody, and wss:// with a certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import socket
+import ssl
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_hub import (
+    OPERATORS,
+    ORIGIN,
+    T0,
+    TOKENS,
+    Page,
+    barrier,
+    client,
+    close_code,
+    hello,
+    hub_config,
+    page,
+    record,
+)
+from test_link_tls import make_cert
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidMessage
+
+from pbxlink.calls import Ringing
+from pbxlink.clients.card import CallCard
+from pbxlink.config import Operator
+from pbxlink.hub import Hub
+
+
+def url(hub: Hub) -> str:
+    return f"ws://127.0.0.1:{hub.port}/"
+
+
+@pytest.fixture
+async def hub() -> Any:
+    h = Hub(hub_config(), origins=[ORIGIN], hello_timeout_s=0.3)
+    await h.start()
+    try:
+        yield h
+    finally:
+        await h.close()
+
+
+async def test_no_hello_is_closed_4001(hub: Hub) -> None:
+    async with connect(url(hub), origin=ORIGIN) as ws:  # type: ignore[arg-type]
+        started = time.monotonic()
+        assert await close_code(ws) == 4001
+        assert time.monotonic() - started < 2  # the hello timeout (0.3 s), not the heartbeat
+    assert hub.auth_failed == 1 and hub.clients == 0
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"type": "hello", "v": 1, "token": "not-anybodys-token-xxxxxxxxxxxxxxxxxx"}, 4001),
+        ({"type": "hello", "v": 1, "token": ""}, 4001),
+        ({"type": "hello", "v": 1, "token": 12345}, 4001),
+        ({"type": "hello", "v": 1}, 4001),
+        ({"type": "hello", "v": 1, "token": "x" * 600}, 4001),
+        ({"type": "hello", "v": 2, "token": TOKENS["101"]}, 4400),
+        ({"type": "hello", "v": True, "token": TOKENS["101"]}, 4400),
+        ({"type": "subscribe", "v": 1, "token": TOKENS["101"]}, 4400),
+        ({"type": "hello", "v": 1, "token": TOKENS["101"], "extensions": ["102"]}, 4400),
+        (["hello", 1, TOKENS["101"]], 4400),
+        ("not json {", 4400),
+        (b"\xff\xfe\x00", 4400),  # not UTF-8, in a binary frame
+    ],
+)
+async def test_a_bad_hello_gets_the_documented_close_code(
+    hub: Hub, message: object, code: int
+) -> None:
+    async with connect(url(hub), origin=ORIGIN) as ws:  # type: ignore[arg-type]
+        await ws.send(message if isinstance(message, str | bytes) else json.dumps(message))
+        assert await close_code(ws) == code
+    assert hub.clients == 0
+
+
+async def test_a_foreign_origin_is_closed_4003_and_no_origin_may_pass(hub: Hub) -> None:
+    async with connect(url(hub), origin="http://evil.example.com") as ws:  # type: ignore[arg-type]
+        with contextlib.suppress(ConnectionClosed):  # it may be closed already
+            await hello(ws, "101")  # even with a good token
+        assert await close_code(ws) == 4003
+    async with connect(url(hub), origin="http://127.0.0.1:8081") as ws:  # type: ignore[arg-type]
+        assert await close_code(ws) == 4003  # the hub's own port is not the page
+    async with connect(url(hub)) as ws:  # a script: no Origin header, the token decides
+        await hello(ws, "sup")
+        assert json.loads(await ws.recv())["type"] == "welcome"
+
+
+@pytest.mark.parametrize(
+    ("send", "code"),
+    [
+        ("x" * 5000, 1009),  # over the 4 KiB limit
+        (json.dumps({"type": "hello", "v": 1, "token": TOKENS["101"]}), 4400),  # a second hello
+        ("{]", 4400),
+    ],
+)
+async def test_a_bad_message_closes_that_socket_only(hub: Hub, send: str, code: int) -> None:
+    async with page(hub, "101") as bad, page(hub, "102") as good, page(hub, "sup") as sup:
+        await bad.ws.send(send)
+        assert await close_code(bad.ws) == code
+        hub.on_update(Ringing(T0, record("after"), "102"))
+        assert (await good.recv())["call_id"] == "after"
+        assert (await sup.recv())["call_id"] == "after"
+        assert hub.clients == 2
+
+
+async def test_an_oversized_hello_is_refused_before_it_is_read(hub: Hub) -> None:
+    async with connect(url(hub), origin=ORIGIN) as ws:  # type: ignore[arg-type]
+        token = "t" * 5000
+        await ws.send(json.dumps({"type": "hello", "v": 1, "token": token}))
+        assert await close_code(ws) == 1009
+
+
+async def test_a_removed_operator_is_closed_4002_and_a_changed_one_rebound(hub: Hub) -> None:
+    async with page(hub, "101") as p101, page(hub, "102") as p102:
+        moved = Operator("Giorgi", ("103",), "operator", OPERATORS[1].token_hash)
+        hub.set_operators([op for op in OPERATORS if op.name not in ("Nino", "Giorgi")] + [moved])
+        assert await close_code(p101.ws) == 4002
+        hub.on_update(Ringing(T0, record("to-102"), "102"))  # 102 is nobody's now
+        hub.on_update(Ringing(T0, record("to-103"), "103"))
+        assert (await p102.recv())["call_id"] == "to-103"
+    async with connect(url(hub), origin=ORIGIN) as ws:  # type: ignore[arg-type]
+        await hello(ws, "101")  # the removed token cannot come back
+        assert await close_code(ws) == 4001
+
+
+async def test_a_thousand_connections_leave_no_tasks_and_little_memory(hub: Hub) -> None:
+    """1000 cycles for tasks and objects left behind; tracemalloc (4x slower) over 300 more."""
+    whos = ["101", "102", "sup", "admin"]
+
+    async def cycle(who: str) -> None:
+        async with page(hub, who):
+            pass
+
+    async def cycles(n: int) -> None:
+        for start in range(0, n, 25):
+            await asyncio.gather(*(cycle(whos[i % 4]) for i in range(start, start + 25)))
+        for _ in range(100):  # bounded: the server side finishes closing within 2 s
+            if hub.clients == 0 and len(asyncio.all_tasks()) <= tasks_before:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # transports' connection_lost callbacks
+        gc.collect()
+
+    def alive() -> int:
+        return sum(type(o).__name__ in ("ServerConnection", "_Client") for o in gc.get_objects())
+
+    hub.on_update(Ringing(T0, record("ringing"), "101"))  # welcomes carry a call
+    tasks_before = len(asyncio.all_tasks())
+    await cycles(200)  # warm up: caches, free lists, first allocations
+    started = time.monotonic()
+    await cycles(1000)
+    took = time.monotonic() - started
+    assert len(asyncio.all_tasks()) <= tasks_before
+    assert hub.clients == 0 and hub.connections == 1200
+    assert alive() == 0
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        await cycles(300)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    # what the hub and the libraries under it hold (the test's own schema checks and log
+    # lines keep caches of their own)
+    ours = [tracemalloc.Filter(True, f"*/{lib}/*") for lib in ("pbxlink", "websockets", "asyncio")]
+    grown = sum(
+        s.size_diff
+        for s in after.filter_traces(ours).compare_to(before.filter_traces(ours), "filename")
+    )
+    print(f"1000 connect/hello/welcome/close cycles: {took:.2f} s; 300 more: {grown} bytes")
+    assert grown < 300 * 64, f"{grown} bytes more after 300 connections"
+
+
+async def test_a_stalled_client_is_dropped_4008_and_delays_nobody() -> None:
+    hub = Hub(hub_config(queue_frames=32), origins=[ORIGIN])
+    await hub.start()
+    try:
+        # a supervisor's tab that stopped reading: a small receive window, and websockets
+        # stops reading the socket once 4 messages wait unread
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", hub.port or 0))
+        sock.setblocking(False)
+        async with (
+            connect(url(hub), origin=ORIGIN, sock=sock, max_queue=4) as stalled,  # type: ignore[arg-type]
+            page(hub, "101") as p101,
+            page(hub, "admin") as admin,
+        ):
+            await hello(stalled, "sup")
+            notes = "Long notes the operator must read. " * 60  # ~2.5 KB frames
+            sent: dict[str, float] = {}
+            lateness: list[float] = []
+
+            async def read(p: Page, n: int) -> None:
+                for _ in range(n):  # raw: schema checks here would make the reader the slow one
+                    message = json.loads(await asyncio.wait_for(p.ws.recv(), 5))
+                    lateness.append(time.monotonic() - sent[message["call_id"]])
+
+            calls = 300
+            readers = [asyncio.create_task(read(p, 2 * calls)) for p in (p101, admin)]
+            for i in range(calls):
+                call_id = f"c{i}"
+                sent[call_id] = time.monotonic()
+                hub.on_update(Ringing(T0, record(call_id), "101"))
+                hub.on_card(call_id, CallCard([client(1, "Big", notes=notes)]))
+                if i % 5 == 4:
+                    await asyncio.sleep(0.002)  # bursts of 10 frames each, 2500 frames/s
+            await asyncio.gather(*readers)
+            assert hub.dropped_slow == 1, "the stalled supervisor is dropped, nobody else"
+            lateness.sort()
+            p99, worst = lateness[int(len(lateness) * 0.99)], lateness[-1]
+            print(f"while one client stalled: p99 {p99 * 1000:.1f} ms, max {worst * 1000:.1f} ms")
+            assert worst < 0.5, f"the others waited {worst:.3f} s"
+            assert await close_code(stalled) == 4008  # reading again, it learns why
+            barrier(hub, "101")
+            assert (await p101.recv())["call_id"].startswith("barrier")
+            assert hub.clients == 2
+    finally:
+        await hub.close()
+
+
+async def test_wss_with_a_certificate(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path, "hub")
+    hub = Hub(hub_config(tls_cert_file=cert, tls_key_file=key), origins=[ORIGIN])
+    await hub.start()
+    try:
+        assert hub.url_for("127.0.0.1").startswith("wss://")
+        trust = ssl.create_default_context(cafile=str(cert))
+        wss = f"wss://127.0.0.1:{hub.port}/"
+        async with connect(wss, origin=ORIGIN, ssl=trust) as ws:  # type: ignore[arg-type]
+            await hello(ws, "101")
+            p = Page(ws)
+            assert (await p.recv())["type"] == "welcome"
+            hub.on_update(Ringing(T0, record("secure"), "101"))
+            assert (await p.recv())["call_id"] == "secure"
+        with pytest.raises((InvalidMessage, OSError)):  # plain ws:// to a TLS port: nothing
+            async with connect(url(hub), origin=ORIGIN, open_timeout=2) as ws:  # type: ignore[arg-type]
+                await hello(ws, "101")
+                await ws.recv()
+    finally:
+        await hub.close()
