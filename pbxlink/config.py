@@ -8,6 +8,7 @@ directory and the built-in AMI simulator.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -135,12 +136,31 @@ def timezone(where: str, value: Any) -> dt.tzinfo:
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a time zone name, got {value!r}")
     if value == "local":
-        local = dt.datetime.now().astimezone().tzinfo
-        return local if local is not None else dt.UTC
+        return local_zone()
     try:
         return zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"{where}: unknown time zone {value!r}") from exc
+
+
+def local_zone() -> dt.tzinfo:
+    """This machine's zone as a real IANA zone, so days and hours stay right across DST.
+
+    `datetime.now().astimezone()` gives only today's fixed offset (CET in July is wrong), so
+    look where the system names its zone: $TZ, /etc/timezone, the /etc/localtime symlink."""
+    names = [os.environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(OSError):
+        names.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
+    with contextlib.suppress(OSError):
+        target = str(Path("/etc/localtime").resolve())
+        if "zoneinfo/" in target:
+            names.append(target.split("zoneinfo/", 1)[1])
+    for name in names:
+        if name:
+            with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
+                return zoneinfo.ZoneInfo(name)
+    fixed = dt.datetime.now().astimezone().tzinfo
+    return fixed if fixed is not None else dt.UTC
 
 
 def _token_hash(where: str, value: Any) -> str:

@@ -206,3 +206,15 @@ def test_too_long_threshold_per_direction(tmp_path: Path) -> None:
     assert thresholds.too_long_s("internal") == 60
     assert thresholds.too_long_s("inbound") == 600
     assert thresholds.too_long_s("outbound") == 600
+
+
+def test_local_time_zone_follows_dst(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pbx_timezone = "local"` must be a real zone: a fixed offset puts July an hour off."""
+    import datetime as dt
+
+    from pbxlink.config import local_zone
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    zone = local_zone()
+    assert dt.datetime(2026, 1, 15, 12, tzinfo=zone).utcoffset() == dt.timedelta(hours=1)
+    assert dt.datetime(2026, 7, 15, 12, tzinfo=zone).utcoffset() == dt.timedelta(hours=2)
