@@ -93,8 +93,13 @@ function onMessage(msg) {
       break;
     case "ended":
       board.ended(msg);
-      clearTimeout(state.refresh);
-      state.refresh = setTimeout(() => state.log.refreshToday(), 1000);
+      // at most one reload a second however many calls end (a busy wallboard)
+      if (!state.refresh) {
+        state.refresh = setTimeout(() => {
+          state.refresh = null;
+          state.log.refreshToday();
+        }, 1000);
+      }
       break;
     case "too_long":
       addAlert(msg);

@@ -101,9 +101,12 @@ export class CallLog {
     return this.load(true);
   }
 
-  /** Re-read the first page if the log shows today (a call just ended). */
+  /** A call just ended: re-read the first page if it shows today, unless the operator
+   * has loaded more pages (they would be lost under their eyes). */
   refreshToday() {
-    if (!this.query || this.query.day === localDay()) this.search();
+    if (this.rows.children.length > PAGE) return;
+    if (!this.query) this.search();
+    else if (this.query.day === localDay()) this.load(true);
   }
 
   async load(fresh) {
