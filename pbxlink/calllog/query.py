@@ -484,6 +484,9 @@ class _Arm:
     ident: str  # the call_id's expression
     where: _Where
     source_params: tuple[Any, ...] = ()
+    #: rows repeat per role (call_extensions): alone, the arm groups them itself (in index
+    #: order, no sort); in a UNION, the merge drops the repeats
+    repeats: bool = False
 
 
 def _started_arms(f: CallFilter, scope: tuple[str, ...] | None) -> list[_Arm]:
@@ -507,7 +510,7 @@ def _started_arms(f: CallFilter, scope: tuple[str, ...] | None) -> list[_Arm]:
             if rule:
                 w.add(*_ring_rule(f, "e.role"))
             source = "call_extensions AS e JOIN calls AS c ON c.call_id = e.call_id"
-            arms.append(_Arm(source, "e.started_at", "e.call_id", w))
+            arms.append(_Arm(source, "e.started_at", "e.call_id", w, repeats=True))
     elif len(f.statuses) > 1 or len(f.directions) > 1:
         name, values = (
             ("status", f.statuses) if len(f.statuses) > 1 else ("direction", f.directions)
@@ -601,9 +604,10 @@ def _select(
         terms = list(arm.where.terms)
         if after is not None:
             terms.append(f"({arm.key}, {arm.ident}) {'<' if desc else '>'} (?, ?)")
+        group = f" GROUP BY {arm.key}, {arm.ident}" if arm.repeats and len(arms) == 1 else ""
         parts.append(
             f"SELECT {arm.key} AS sk, {arm.ident} AS id, {ITEM_COLUMNS} "
-            f"FROM {arm.source} {_JOIN_CLIENT} WHERE {' AND '.join(terms) or '1'}"
+            f"FROM {arm.source} {_JOIN_CLIENT} WHERE {' AND '.join(terms) or '1'}{group}"
         )
         params += [*arm.source_params, *arm.where.params, *(after or ())]
     order = "DESC" if desc else "ASC"
