@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import structlog
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
 from pbxlink.calls import (
@@ -48,6 +48,7 @@ log = structlog.get_logger("pbxlink.hub")
 HELLO_TIMEOUT_S = 5.0
 MAX_MESSAGE_BYTES = 4096  # a hello is ~100 bytes; nothing else comes from clients
 SEND_BUFFER_BYTES = 64 * 1024  # the kernel's share of a stalled client's backlog
+WRITE_BUFFER_BYTES = 32 * 1024  # and the process's, before frames wait in the queue
 CLOSE_TIMEOUT_S = 5.0
 REFRESH_DELAY_S = 0.2  # client edits within this long refresh the cards once
 MISSED = frozenset({"no_answer", "busy"})
@@ -61,6 +62,7 @@ class _Client:
     operator: Operator
     queue: asyncio.Queue[bytes]
     writer: asyncio.Task[None] | None = None
+    idle: bool = False  # the writer waits for a frame: nothing of this client is in flight
     closing: bool = False
 
     @property
@@ -170,6 +172,7 @@ class Hub:
             ping_interval=hub.heartbeat_s,
             ping_timeout=hub.heartbeat_s,
             close_timeout=self.close_timeout_s,
+            write_limit=WRITE_BUFFER_BYTES,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info(
@@ -378,7 +381,17 @@ class Hub:
     # -- clients ---------------------------------------------------------------------------------
 
     def _push(self, client: _Client, frame: bytes) -> None:
+        """Straight to the socket while the client keeps up (no task switch: what
+        `broadcast()` does); into its queue once the socket pushes back, in order."""
         if client.closing:
+            return
+        if (
+            client.idle
+            and client.queue.empty()
+            and client.ws.transport.get_write_buffer_size() < WRITE_BUFFER_BYTES
+        ):
+            broadcast((client.ws,), frame, text=True)
+            self.frames_sent += 1
             return
         try:
             client.queue.put_nowait(frame)
@@ -514,7 +527,9 @@ class Hub:
         ws, queue = client.ws, client.queue
         with contextlib.suppress(ConnectionClosed):
             while True:
+                client.idle = True
                 frame = await queue.get()
+                client.idle = False
                 await ws.send(frame, text=True)
                 self.frames_sent += 1
 
