@@ -159,7 +159,7 @@ def barrier(hub: Hub, *extensions: str) -> None:
 
 
 def hub_config(**hub: Any) -> Config:
-    return Config(company="ACME", operators=list(OPERATORS), hub=HubConfig(port=0, **hub))
+    return Config(company="ACME", operators=list(OPERATORS), hub=HubConfig(**{"port": 0, **hub}))
 
 
 @pytest.fixture

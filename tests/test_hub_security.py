@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed, InvalidMessage
 
 from pbxlink.calls import Ringing
 from pbxlink.clients.card import CallCard
-from pbxlink.config import Operator
+from pbxlink.config import ConfigError, Operator
 from pbxlink.hub import Hub
 
 
@@ -255,3 +255,18 @@ async def test_wss_with_a_certificate(tmp_path: Path) -> None:
                 await ws.recv()
     finally:
         await hub.close()
+
+
+async def test_a_bad_certificate_or_a_taken_port_names_the_config_key(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    hub = Hub(hub_config(tls_cert_file=missing, tls_key_file=missing), origins=[ORIGIN])
+    with pytest.raises(ConfigError, match=r"\[hub\] tls_cert_file .*nope.pem"):
+        await hub.start()
+    first = Hub(hub_config(), origins=[ORIGIN])
+    await first.start()
+    try:
+        second = Hub(hub_config(port=first.port), origins=[ORIGIN])
+        with pytest.raises(OSError, match=rf"\[hub\] 127.0.0.1:{first.port}: cannot listen"):
+            await second.start()
+    finally:
+        await first.close()

@@ -38,7 +38,7 @@ from pbxlink.calls import (
 )
 from pbxlink.clients.card import CallCard
 from pbxlink.clients.directory import Directory
-from pbxlink.config import Config, Operator, hash_token
+from pbxlink.config import Config, ConfigError, Operator, hash_token
 from pbxlink.hub import messages
 from pbxlink.hub.card import card_dict, operator_names
 from pbxlink.hub.messages import CloseWith, Message
@@ -161,8 +161,31 @@ class Hub:
         context = None
         if hub.tls_cert_file is not None and hub.tls_key_file is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(hub.tls_cert_file, hub.tls_key_file)
-        self._server = await serve(
+            try:
+                context.load_cert_chain(hub.tls_cert_file, hub.tls_key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"[hub] tls_cert_file {hub.tls_cert_file}, tls_key_file {hub.tls_key_file}: "
+                    f"cannot load: {exc}"
+                ) from exc
+        try:
+            self._server = await self._serve(context)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"[hub] {hub.host}:{hub.port}: cannot listen: {exc.strerror}"
+            ) from exc
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info(
+            "hub.listening",
+            host=hub.host,
+            port=self.port,
+            tls=self.tls,
+            origins=sorted(self.origins),
+        )
+
+    async def _serve(self, context: ssl.SSLContext | None) -> Server:
+        hub = self.config.hub
+        return await serve(
             self._handle,
             hub.host,
             hub.port,
@@ -173,14 +196,6 @@ class Hub:
             ping_timeout=hub.heartbeat_s,
             close_timeout=self.close_timeout_s,
             write_limit=WRITE_BUFFER_BYTES,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info(
-            "hub.listening",
-            host=hub.host,
-            port=self.port,
-            tls=self.tls,
-            origins=sorted(self.origins),
         )
 
     async def close(self) -> None:
