@@ -123,7 +123,9 @@ class Page:
 
 
 async def hello(ws: ClientConnection, who: str) -> None:
-    await ws.send(json.dumps({"type": "hello", "v": 1, "token": TOKENS[who]}))
+    message = {"type": "hello", "v": 1, "token": TOKENS[who]}
+    VALIDATORS["hello"].validate(message)  # the page's side of the schemas, too
+    await ws.send(json.dumps(message))
 
 
 @contextlib.asynccontextmanager
