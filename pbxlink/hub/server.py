@@ -201,7 +201,7 @@ class Hub:
     async def close(self) -> None:
         """Say goodbye (1001) to every client and stop; waits for their handlers."""
         if self._refresh is not None:
-            self._refresh.cancel()
+            self._tasks.add(self._refresh)  # cancelled and awaited with the rest below
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
