@@ -167,7 +167,8 @@ def _seconds(params: Mapping[str, str], key: str) -> float | None:
     return value
 
 
-def _bool(params: Mapping[str, str], key: str) -> bool | None:
+def flag(params: Mapping[str, str], key: str) -> bool | None:
+    """A true/false (or 1/0) parameter; None when absent."""
     raw = _one(params, key)
     if raw is None:
         return None
@@ -288,8 +289,8 @@ def parse_filter(
         talk_max_s=_seconds(params, "talk_max_s"),
         wait_min_s=_seconds(params, "wait_min_s"),
         wait_max_s=_seconds(params, "wait_max_s"),
-        too_long=_bool(params, "too_long"),
-        recorded=_bool(params, "recorded"),
+        too_long=flag(params, "too_long"),
+        recorded=flag(params, "recorded"),
     )
     for low, high in (("talk_min_s", "talk_max_s"), ("wait_min_s", "wait_max_s")):
         lo, hi = getattr(f, low), getattr(f, high)

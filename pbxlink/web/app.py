@@ -14,8 +14,11 @@ from typing import Protocol
 
 from aiohttp import web
 
+from pbxlink.calllog.store import CallLogStore
 from pbxlink.config import Config
+from pbxlink.web import openapi
 from pbxlink.web.auth import auth_middleware, operator_of, public
+from pbxlink.web.calls import add_routes as add_call_routes
 from pbxlink.web.clients import Directory
 from pbxlink.web.clients import add_routes as add_client_routes
 from pbxlink.web.errors import error_middleware
@@ -61,10 +64,12 @@ def make_app(
     metrics: Metrics,
     *,
     directory: Directory | None = None,
+    store: CallLogStore | None = None,
 ) -> web.Application:
     """The app; it also binds `metrics` to `status`, so /metrics and /healthz agree.
 
-    With a `directory`, the client API is mounted under /api/clients.
+    With a `directory`, the client API is mounted under /api/clients; with a `store`, the
+    call log API under /api/calls. /api/openapi.json describes whatever is mounted.
     """
     app = web.Application(
         middlewares=[error_middleware, auth_middleware(config)], client_max_size=MAX_BODY
@@ -77,8 +82,11 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/api/me", me)
+    openapi.add_route(app)
     if directory is not None:
         add_client_routes(app, directory)
+    if store is not None:
+        add_call_routes(app, store, directory)
     return app
 
 
