@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import datetime as dt
 import io
+import json
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import aiosqlite
 import pytest
 from multidict import MultiDict
@@ -32,6 +34,8 @@ from pbxlink.calllog.rows import from_row
 from pbxlink.calls.record import CallRecord, iso_utc
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
+from pbxlink.config import Config, Operator, hash_token
+from pbxlink.web import Metrics, make_app, serve
 
 TZ = ZoneInfo("Europe/Berlin")
 NUMBERS = PhoneNumbers("GE")
@@ -512,36 +516,34 @@ STARTED_SORT_FILTERS: list[tuple[dict[str, str], tuple[str, ...] | None]] = [
 ]
 
 
-@pytest.mark.parametrize(("params", "scope"), STARTED_SORT_FILTERS, ids=str)
-@pytest.mark.parametrize("sort", ["-started_at", "started_at"])
-async def test_pages_in_time_order_never_sort_and_never_scan_a_table(
-    log: Log, params: dict[str, str], scope: tuple[str, ...] | None, sort: str
-) -> None:
+async def test_pages_in_time_order_never_sort_and_never_scan_a_table(log: Log) -> None:
     """Each arm reads an index in order, from the cursor on (SQLite has no statistics here, so
     its choices do not depend on this small file); a sort may only order ties of one entry."""
-    for after in (None, (T0 + 86400, "5")):
-        plan = await q.explain(log.db, parse(params), scope=scope, sort=sort, after=after)
-        assert not [p for p in plan if p.startswith("SCAN") and "USING" not in p], plan
-        assert not [p for p in plan if "TEMP B-TREE FOR" in p and "RIGHT PART" not in p], plan
+    for params, scope in STARTED_SORT_FILTERS:
+        for sort in ("-started_at", "started_at"):
+            for after in (None, (T0 + 86400, "5")):
+                f = parse(params)
+                plan = await q.explain(log.db, f, scope=scope, sort=sort, after=after)
+                where = (params, scope, sort, after, plan)
+                assert not [p for p in plan if p.startswith("SCAN") and "USING" not in p], where
+                sorts = [p for p in plan if "TEMP B-TREE FOR" in p and "RIGHT PART" not in p]
+                assert not sorts, where
 
 
-@pytest.mark.parametrize(
-    ("params", "scope", "index"),
-    [
-        ({}, None, "calls_talk"),
-        ({"direction": "internal"}, None, "calls_talk"),
-        ({"status": "missed", "queue": "sales"}, None, "calls_talk"),
-        ({"number": "0555123456"}, None, "calls_caller"),
-        ({"day": "2024-03-31"}, None, "calls_started"),
-        ({}, ("101",), "call_extensions_extension"),
-    ],
-    ids=str,
-)
-async def test_talk_order_reads_the_cheapest_index(
-    log: Log, params: dict[str, str], scope: tuple[str, ...] | None, index: str
-) -> None:
-    plan = await q.explain(log.db, parse(params), scope=scope, sort="-talk_s")
-    assert any(index in p for p in plan), plan
+TALK_ORDER_INDEXES: list[tuple[dict[str, str], tuple[str, ...] | None, str]] = [
+    ({}, None, "calls_talk"),
+    ({"direction": "internal"}, None, "calls_talk"),
+    ({"status": "missed", "queue": "sales"}, None, "calls_talk"),
+    ({"number": "0555123456"}, None, "calls_caller"),
+    ({"day": "2024-03-31"}, None, "calls_started"),  # few calls that day: sorted
+    ({}, ("101",), "call_extensions_extension"),
+]
+
+
+async def test_talk_order_reads_the_cheapest_index(log: Log) -> None:
+    for params, scope, index in TALK_ORDER_INDEXES:
+        plan = await q.explain(log.db, parse(params), scope=scope, sort="-talk_s")
+        assert any(index in p for p in plan), (params, scope, plan)
 
 
 async def test_a_page_a_hundred_deep_costs_what_the_first_costs(tmp_path: Path) -> None:
@@ -757,3 +759,218 @@ async def test_visible_and_get_keep_to_the_scope(log: Log) -> None:
     got = await q.get(log.db, cid, (ext,))
     assert got is not None and got["call_id"] == cid and got["client_id"] == some.client_id
     assert await q.get(log.db, cid, (other,)) is None
+
+
+# -- the routes ----------------------------------------------------------------------------------
+
+TOKENS = {
+    "operator": "op-token-101-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "supervisor": "sup-token-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+    "admin": "admin-token-cccccccccccccccccccccccccccccccccc",
+}
+OPERATOR_EXTS = ("101", "104")
+SCOPES: dict[str, tuple[str, ...] | None] = {
+    "operator": OPERATOR_EXTS,
+    "supervisor": None,
+    "admin": None,
+}
+ROUTES = ("/api/calls", "/api/calls/totals", "/api/calls/by-day", "/api/calls.csv")
+
+
+@dataclass
+class FakeStatus:
+    ami_state: str = "up"
+    last_event_age_s: float | None = 1.0
+    calls_active: int = 0
+    store_queue_depth: int = 0
+    started_at: float = 0.0
+
+
+def app_config() -> Config:
+    config = Config(
+        operators=[
+            Operator("Nino", OPERATOR_EXTS, "operator", hash_token(TOKENS["operator"])),
+            Operator("Sandro", ("200",), "supervisor", hash_token(TOKENS["supervisor"])),
+            Operator("Ana", (), "admin", hash_token(TOKENS["admin"])),
+        ]
+    )
+    config.tracker.pbx_timezone = TZ
+    return config
+
+
+@pytest.fixture
+async def http(log: Log) -> AsyncIterator[aiohttp.ClientSession]:
+    app = make_app(app_config(), FakeStatus(), Metrics(), directory=log.directory, store=log.store)
+    server = await serve(app, "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as session:
+            yield session
+    finally:
+        await server.close()
+
+
+def auth(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+async def get_json(
+    http: aiohttp.ClientSession, path: str, role: str, expect: int = 200, **params: Any
+) -> Any:
+    async with http.get(path, headers=auth(role), params=params) as resp:
+        text = await resp.text()
+        assert resp.status == expect, f"{path} {params}: {resp.status} {text}"
+        assert resp.content_type == "application/json", text
+        return json.loads(text)
+
+
+async def all_pages(http: aiohttp.ClientSession, role: str, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for _ in range(100):
+        body = await get_json(http, "/api/calls", role, **params)
+        items += body["items"]
+        if body["next_cursor"] is None:
+            return items
+        params["cursor"] = body["next_cursor"]
+    raise AssertionError("more than 100 pages")
+
+
+async def read_csv(http: aiohttp.ClientSession, role: str, **params: Any) -> list[dict[str, str]]:
+    async with http.get("/api/calls.csv", headers=auth(role), params=params) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+        assert resp.headers["Transfer-Encoding"] == "chunked"  # streamed, no Content-Length
+        assert resp.headers["Content-Disposition"].startswith('attachment; filename="calls-')
+        body = await resp.read()
+    text = body.decode("utf-8-sig" if params.get("bom") == "true" else "utf-8")
+    assert body.startswith(q.BOM) == (params.get("bom") == "true")
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+@pytest.mark.parametrize("role", ["operator", "supervisor", "admin"])
+async def test_each_route_shows_a_role_its_calls(
+    log: Log, http: aiohttp.ClientSession, role: str
+) -> None:
+    scope = SCOPES[role]
+    for params in ({}, {"status": "missed", "direction": "inbound"}, {"sort": "wait_s"}):
+        sort = params.get("sort", "-started_at")
+        filters = {k: v for k, v in params.items() if k != "sort"}
+        want = expected(log.calls, filters, scope)
+        assert want and (scope is None) == (len(want) == len(expected(log.calls, filters, None)))
+        items = await all_pages(http, role, limit="7", **params)
+        assert [i["call_id"] for i in items] == ordered(want, sort)
+        totals = await get_json(http, "/api/calls/totals", role, **filters)
+        assert totals["count"] == len(want)
+        days = (await get_json(http, "/api/calls/by-day", role, **filters))["days"]
+        assert sum(d["count"] for d in days) == len(want)
+        rows = await read_csv(http, role, **params)
+        assert [r["call_id"] for r in rows] == ordered(want, sort)
+    mine = next(s for s in log.calls if s.client_id and s.involved & set(OPERATOR_EXTS))
+    others = next(s for s in log.calls if s.client_id and not s.involved & set(OPERATOR_EXTS))
+    for s in (mine, others):
+        path = f"/api/calls/{s.record.call_id}"
+        if scope is not None and s is others:
+            error = await get_json(http, path, role, expect=404)
+            assert error["error"] == "not_found"  # the same as a call that does not exist
+            continue
+        call = await get_json(http, path, role)
+        assert set(call) == {*q.RECORD_FIELDS, "client_id", "too_long", "client_name",
+                             "client_category", "client"}  # fmt: skip
+        assert call["call_id"] == s.record.call_id
+        assert call["client"]["id"] == s.client_id
+        assert call["client"]["name"] == s.client_name
+        assert call["client"]["phones"][0]["e164"] == CLIENT_PHONES[s.client_name or ""][1]
+    missing = await get_json(http, "/api/calls/1700000000.999", role, expect=404)
+    assert missing["what"] == "call"
+
+
+@pytest.mark.parametrize("path", ROUTES)
+async def test_an_operator_asking_for_another_extension_gets_403(
+    http: aiohttp.ClientSession, path: str
+) -> None:
+    for value in ("102", "101,102"):
+        async with http.get(path, headers=auth("operator"), params={"extension": value}) as resp:
+            assert resp.status == 403
+            error = await resp.json()
+            assert (error["error"], error["param"]) == ("forbidden", "extension")
+            assert "102" in error["message"]
+    async with http.get(path, headers=auth("operator"), params={"extension": "104"}) as resp:
+        assert resp.status == 200
+    async with http.get(path, headers=auth("supervisor"), params={"extension": "102"}) as resp:
+        assert resp.status == 200
+
+
+async def test_a_supervisor_filters_by_any_extension_and_number(
+    log: Log, http: aiohttp.ClientSession
+) -> None:
+    params = {"extension": "102", "status": "missed", "number": "+995 555 12-34-56"}
+    want = expected(log.calls, params, None)
+    items = await all_pages(http, "supervisor", **params)
+    assert [i["call_id"] for i in items] == ordered(want, "-started_at")
+    assert set(items[0]) == {*q.RECORD_FIELDS, "client_id", "too_long", "client_name",
+                             "client_category"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "param"),
+    [
+        ("/api/calls", {"limit": "0"}, "limit"),
+        ("/api/calls", {"limit": "many"}, "limit"),
+        ("/api/calls", {"sort": "caller"}, "sort"),
+        ("/api/calls", {"cursor": "garbage"}, "cursor"),
+        ("/api/calls", {"from": "2024-13-01"}, "from"),
+        ("/api/calls", {"direction": "up"}, "direction"),
+        ("/api/calls", {"callerid": "1"}, "callerid"),
+        ("/api/calls/totals", {"limit": "5"}, "limit"),  # not a parameter of totals
+        ("/api/calls/by-day", {"status": "gone"}, "status"),
+        ("/api/calls.csv", {"cursor": "x"}, "cursor"),
+        ("/api/calls.csv", {"bom": "maybe"}, "bom"),
+        ("/api/calls/1.1", {"day": "monday"}, "day"),
+    ],
+    ids=str,
+)
+async def test_a_bad_parameter_is_a_400_naming_it(
+    http: aiohttp.ClientSession, path: str, params: dict[str, str], param: str
+) -> None:
+    error = await get_json(http, path, "supervisor", expect=400, **params)
+    assert (error["error"], error["param"]) == ("bad_request", param)
+    assert param in error["message"]
+
+
+async def test_a_cursor_pages_on_over_http(log: Log, http: aiohttp.ClientSession) -> None:
+    first = await get_json(http, "/api/calls", "admin", limit="3", sort="-talk_s")
+    second = await get_json(
+        http, "/api/calls", "admin", limit="3", sort="-talk_s", cursor=first["next_cursor"]
+    )
+    want = ordered(log.calls, "-talk_s")
+    assert [i["call_id"] for i in first["items"] + second["items"]] == want[:6]
+    error = await get_json(
+        http, "/api/calls", "admin", expect=400, limit="3", cursor=first["next_cursor"]
+    )
+    assert error["param"] == "cursor"  # made for -talk_s, asked with the default order
+    last = await get_json(http, "/api/calls", "admin", limit="500")
+    assert last["next_cursor"] is None and len(last["items"]) == len(log.calls)
+
+
+async def test_every_route_needs_a_token(http: aiohttp.ClientSession, log: Log) -> None:
+    for path in (*ROUTES, f"/api/calls/{log.calls[0].record.call_id}"):
+        async with http.get(path) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"] == "unauthorized"
+
+
+async def test_a_failure_half_way_through_an_export_breaks_the_download(
+    http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short file that looks complete would be worse than none: the connection is cut."""
+
+    async def failing(*args: Any, **kwargs: Any) -> AsyncIterator[bytes]:
+        yield b"call_id\r\n1\r\n"
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(q, "iter_csv", failing)
+    async with http.get("/api/calls.csv", headers=auth("admin")) as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    async with http.get("/api/calls/totals", headers=auth("admin")) as resp:
+        assert resp.status == 200  # the server goes on
