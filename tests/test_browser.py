@@ -8,6 +8,8 @@ tests/test_browser.py` also rewrites docs/operator-page.png and docs/call-log.pn
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -20,22 +22,26 @@ from browser_harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
     OPERATORS,
+    Running,
     add_client,
     need_chromium,
     rest,
     running_daemon,
     screenshot_paths,
     token,
+    until,
 )
 from playwright.async_api import Browser, Locator, Page, async_playwright
 from playwright.async_api import expect as pw_expect
 
+from pbxlink.calls.record import CallRecord
 from pbxlink.calls.updates import Ringing
 from pbxlink.web import page
 
 # the browser is started once per module, so the async tests share the module's event loop
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 TIMEOUT_MS = 5000
+ERRORS: dict[Page, list[str]] = {}
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -49,21 +55,33 @@ async def browser() -> AsyncIterator[Browser]:
             await chromium.close()
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def tab(browser: Browser) -> AsyncIterator[Page]:
-    """A fresh profile per test (its own localStorage and cookies), UTC like the daemon."""
+async def new_tab(browser: Browser) -> Page:
+    """A fresh profile (its own localStorage and cookies), UTC like the daemon; the page's
+    uncaught errors are collected in ERRORS[tab] for the test to check."""
     context = await browser.new_context(
         viewport={"width": 1280, "height": 900}, timezone_id="UTC", locale="en-GB"
     )
     context.set_default_timeout(TIMEOUT_MS)
     tab = await context.new_page()
     errors: list[str] = []
+    ERRORS[tab] = errors
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    return tab
+
+
+async def close_tab(tab: Page) -> None:
+    await tab.context.close()
+    errors = ERRORS.pop(tab)
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def tab(browser: Browser) -> AsyncIterator[Page]:
+    tab = await new_tab(browser)
     try:
         yield tab
     finally:
-        await context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
+        await close_tab(tab)
 
 
 async def sign_in(tab: Page, url: str, who: str = "operator") -> None:
@@ -162,6 +180,9 @@ SALES = "06_ivr_sales_101_noanswer_102_answers"  # 0644444444 rings 101 (15 s), 
 SALES_CALLER = "0644444444"
 TRANSFER = "12_blind_transfer_101_to_102"  # 0688888888 (unknown) rings 101, who answers
 TRANSFER_CALLER = "0688888888"
+BUSY = "04_in_direct_busy"  # 0622222222: 101 busy, nobody else: 101 missed it
+ABANDONED = "09_ivr_support_queue_caller_abandons"  # 104 rings, the caller hangs up
+ANSWERED = "08_ivr_support_queue_103_answers"  # 0666666666, 103 answers
 
 
 def rgb(hex_color: str) -> str:
@@ -187,6 +208,8 @@ async def test_ringing_call_pops_the_card_within_a_second_and_again_after_reload
         )
         order = {"number": "A-1042", "stage": "shipped", "responsible": "Nino", "debt": 120.5}
         await rest(run, "POST", f"/api/clients/{client['id']}/orders", order, expect=201)
+        seed_calls(run, client["id"])  # the log beside the card, for the README's picture
+        await until(lambda: run.daemon.store.queue_depth == 0, 5, "the seeded calls stored")
         rang: list[float] = []
         run.daemon.listeners.append(
             lambda u: (
@@ -219,6 +242,7 @@ async def test_ringing_call_pops_the_card_within_a_second_and_again_after_reload
         await pw_expect(photo).to_have_js_property("complete", True)
         assert await photo.evaluate("img => img.naturalWidth") > 0
         await save_screenshot(card, "ringing-card")
+        await pw_expect(tab.locator("#log-table tbody tr").first).to_be_visible()
         await save_screenshot(tab, "operator-page")
 
         # a reload in the middle of the ring shows the card again (from the hub's welcome)
@@ -301,3 +325,128 @@ async def test_editing_the_client_during_the_call_updates_the_card(
         box = await card.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 360
         await save_screenshot(tab, "narrow-window")
+
+
+@in_module_loop
+async def test_page_reconnects_by_itself_and_signs_out_a_removed_operator(
+    tmp_path: Path, tab: Page
+) -> None:
+    async with running_daemon(tmp_path) as run:
+        await sign_in(tab, run.url)
+        conn = tab.locator("#conn")
+        await pw_expect(conn).to_have_attribute("data-state", "live")
+        hub = run.daemon.hub
+        await hub.close()  # the daemon's hub goes away ...
+        await pw_expect(conn).to_have_attribute("data-state", "retry")
+        await pw_expect(conn).to_contain_text("reconnecting in")
+        await hub.start()  # ... and comes back on another port: /api/hub says which
+        await pw_expect(conn).to_have_attribute("data-state", "live", timeout=10_000)
+
+        # the operator's token is removed from the config: the hub closes with 4002
+        hub.set_operators([op for op in run.daemon.config.operators if op.name != "Alice Sales"])
+        await pw_expect(tab.locator("#login")).to_be_visible()
+        await pw_expect(tab.locator("#login-error")).to_contain_text("no longer valid")
+        assert await tab.evaluate("localStorage.getItem('pbxlink.token')") is None
+
+
+# -- the call log ---------------------------------------------------------------------------------
+
+MISSED_BG = rgb("#fee2e2")  # style.css --missed-bg
+ANSWERED_BG = rgb("#dcfce7")  # style.css --ok-bg
+SEEDED = 56  # more than a page (50): "load more" has something to load
+SEED_STATUSES = ("no_answer", "answered", "voicemail", "answered", "abandoned", "answered")
+
+
+def seed_calls(run: Running, client_id: int) -> None:
+    """Earlier calls of today, straight into the daemon's store; every third one the client's."""
+    now = time.time()
+    midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    first = max(midnight.timestamp() + 1, now - 3600)
+    step = (now - 5 - first) / SEEDED
+    for i in range(SEEDED):
+        status = SEED_STATUSES[i % len(SEED_STATUSES)]
+        started = first + i * step
+        extension = ("101", "102", "103")[i % 3]
+        record = CallRecord(
+            f"seed-{i}", started, "inbound", f"+99559900{i:04d}", "", "5551000", status
+        )
+        record.offered_at = started
+        record.extensions_rung = [extension]
+        record.wait_s = 3.0 + i % 20
+        if status == "answered":
+            record.answered_by = extension
+            record.answered_at = started + record.wait_s
+            record.talk_s = 30.0 + 7 * i
+        record.ended_at = started + record.wait_s + record.talk_s
+        run.daemon.store.submit(record, client_id=client_id if i % 3 == 0 else None)
+
+
+@in_module_loop
+async def test_call_log_colours_missed_calls_loads_more_and_filters(
+    tmp_path: Path, browser: Browser, tab: Page
+) -> None:
+    async with running_daemon(tmp_path, speed=10.0) as run:
+        client = await add_client(run, name="Tamar Lomidze", phones=["+995599000000"])
+        seed_calls(run, client["id"])
+        await sign_in(tab, run.url)  # operator 101, who misses the busy call below
+        await pw_expect(tab.locator("#conn")).to_have_attribute("data-state", "live")
+        boss = await new_tab(browser)
+        await sign_in(boss, run.url, "supervisor")
+        await pw_expect(boss.locator("#alerts-panel")).to_be_visible()  # supervisors only
+        await pw_expect(boss.locator("#conn")).to_have_attribute("data-state", "live")
+
+        seqs = run.sim.play_once([BUSY, ABANDONED, ANSWERED], interval_s=0.05)
+        await asyncio.wait_for(run.sim.wait_played(seqs), 15)
+        await until(
+            lambda: run.daemon.tracker.active_calls == 0 and run.daemon.store.queue_depth == 0,
+            10,
+            "the calls stored",
+        )
+        missed = tab.locator("#missed .missed-item")
+        await pw_expect(missed).to_have_count(1)
+        await pw_expect(missed).to_contain_text("0622222222")
+        await pw_expect(tab.locator("#missed-count")).to_have_text("1")
+        await pw_expect(tab.locator("#alerts-panel")).to_be_hidden()
+
+        # the log refreshed by itself when the calls ended: a page, then the rest
+        rows = boss.locator("#log-table tbody tr")
+        await pw_expect(rows.first).to_contain_text("0666666666")  # scenario 08, the newest
+        await pw_expect(rows).to_have_count(50)
+        await save_screenshot(boss, "call-log")
+        await boss.click("#more")
+        await pw_expect(rows).to_have_count(SEEDED + 3)
+        await pw_expect(boss.locator("#more")).to_be_hidden()
+        for status, cls, background in (
+            ("no_answer", "status-missed", MISSED_BG),
+            ("abandoned", "status-missed", MISSED_BG),
+            ("busy", "status-missed", MISSED_BG),
+            ("voicemail", "status-missed", MISSED_BG),
+            ("answered", "status-answered", ANSWERED_BG),
+        ):
+            row = boss.locator(f"#log-table tbody tr[data-status={status}]").first
+            await pw_expect(row).to_have_class(cls)
+            assert await row.evaluate("r => getComputedStyle(r).backgroundColor") == background
+
+        # filters: only the answered calls of extension 103
+        form = boss.locator("#log-form")
+        await form.locator("[name=status]").select_option("answered")
+        await form.locator("[name=extension]").fill("103")
+        await form.locator("button[type=submit]").click()
+        expected = sum(
+            1 for i in range(SEEDED) if SEED_STATUSES[i % 6] == "answered" and i % 3 == 2
+        )
+        await pw_expect(rows).to_have_count(expected + 1)  # and scenario 08's call
+        await pw_expect(rows.first).to_contain_text("0666666666")
+        statuses = await rows.evaluate_all("rs => rs.map(r => r.dataset.status)")
+        assert set(statuses) == {"answered"}
+        await pw_expect(boss.locator("#more")).to_be_hidden()
+
+        # one client's history
+        await form.locator("[name=status]").select_option("")
+        await form.locator("[name=extension]").fill("")
+        await form.locator("button[type=submit]").click()
+        await boss.locator("#log-table button[data-client]", has_text="Tamar").first.click()
+        history = boss.locator("#history-dialog")
+        await pw_expect(history.locator("#history-title")).to_have_text("Calls of Tamar Lomidze")
+        await pw_expect(history.locator("tbody tr")).to_have_count(len(range(0, SEEDED, 3)))
+        await close_tab(boss)

@@ -32,7 +32,8 @@ export function callRow(call, onClient) {
   if (call.caller_name) caller.append(" ", el("span", { class: "muted", dir: "auto", text: call.caller_name }));
   const clientCell = el("td", { dir: "auto" });
   if (call.client_id) {
-    const name = call.client_name || `client ${call.client_id}`;
+    // a client made for an unknown number has no name until someone gives it one
+    const name = call.client_name || (call.client_category === "potential" ? "(new client)" : "(no name)");
     clientCell.append(
       el("button", { type: "button", class: "link", dir: "auto", "data-client": call.client_id, text: name }),
     );
@@ -45,12 +46,24 @@ export function callRow(call, onClient) {
     el("td", { class: "wide", dir: "ltr", text: call.called_number || "" }),
     el("td", { class: "wide", text: (call.extensions_rung || []).join(", ") }),
     el("td", { text: call.answered_by || "" }),
-    el("td", { class: "status", text: STATUS[call.status] || call.status }),
+    statusCell(call),
     el("td", { class: "wide num", text: formatDuration(call.wait_s) }),
     el("td", { class: "num", text: call.talk_s ? formatDuration(call.talk_s) : "" }),
     clientCell,
   );
   return row;
+}
+
+/** The status, plus "too long" and a link to the recording where there is one (the token
+ * cookie lets the browser fetch it: a plain link cannot send a header). */
+function statusCell(call) {
+  const cell = el("td", { class: "status", text: STATUS[call.status] || call.status });
+  if (call.too_long) cell.append(" ", el("span", { class: "flag", text: "too long" }));
+  if (call.recording && call.call_id) {
+    const href = `/api/calls/${encodeURIComponent(call.call_id)}/recording`;
+    cell.append(" ", el("a", { href, target: "_blank", rel: "noopener", class: "rec", text: "▶ rec" }));
+  }
+  return cell;
 }
 
 export class CallLog {
