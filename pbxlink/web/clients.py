@@ -57,6 +57,7 @@ from pbxlink.clients.model import (
 )
 from pbxlink.web.auth import operator_of, requires
 from pbxlink.web.errors import ApiError, read_object
+from pbxlink.web.openapi import BEARER, error, json_body, obj
 
 log = structlog.get_logger("pbxlink.clients")
 
@@ -347,3 +348,233 @@ async def add_category(request: web.Request) -> web.Response:
     _only(body, ("name", "label", "color"), ("name", "label", "color"))
     category = await _directory(request).add_category(body["name"], body["label"], body["color"])
     return _json(category.to_dict(), status=201)
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------------
+
+_CLIENT = {"$ref": "#/components/schemas/Client"}
+_ORDER = {"$ref": "#/components/schemas/Order"}
+_CATEGORY = {"$ref": "#/components/schemas/Category"}
+_TEXT = {"type": "string"}
+_PHONE_IN = {
+    "oneOf": [
+        _TEXT,
+        {
+            "type": "object",
+            "properties": {"number": _TEXT, "label": _TEXT},
+            "required": ["number"],
+            "additionalProperties": False,
+        },
+    ]
+}
+_CARD_FIELDS = {
+    name: _TEXT for name in ("name", "company", "category", "notes", "city", "country")
+} | {"responsible": _TEXT}
+_ORDER_FIELDS = {
+    "number": _TEXT,
+    "stage": _TEXT,
+    "responsible": _TEXT,
+    "debt": {"type": "number"},
+    "open": {"type": "boolean"},
+}
+_INVALID = error("a bad field, named in `field`")
+_UNAUTHORIZED = error("no or an invalid token")
+_ADMIN = error("this needs the admin role")
+_NOT_FOUND = error("no such client (or phone, or order of it)")
+
+
+def _path(*names: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+        for name in names
+    ]
+
+
+def _body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(
+    op_id: str,
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": op_id,
+        "summary": summary,
+        "tags": ["clients"],
+        "security": BEARER,
+        "parameters": params or [],
+        "responses": {**responses, "401": _UNAUTHORIZED},
+    }
+    if body is not None:
+        out["requestBody"] = body
+    return out
+
+
+def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+_ONE = json_body("the client", _CLIENT)
+_LIMIT = {"type": "integer", "minimum": 1}
+_PHOTO = {"type": "string", "format": "binary"}
+_IMAGES = ("image/png", "image/jpeg", "image/webp")
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/clients": {
+        "get": _op(
+            "searchClients",
+            "Search by name, company or any form of a number; no q: latest changed",
+            {"200": json_body("the clients", obj({"clients": {"type": "array", "items": _CLIENT}})),
+             "400": _INVALID},
+            params=[_query("q", _TEXT), _query("limit", {**_LIMIT, "default": 20})],
+        ),
+        "post": _op(
+            "createClient",
+            "Create a client (its phones: numbers, or {number, label})",
+            {"201": {**_ONE, "headers": {"Location": {"schema": _TEXT}}}, "400": _INVALID,
+             "409": error("a number the client has twice, or an unknown category")},
+            body=_body({**_CARD_FIELDS, "phones": {"type": "array", "items": _PHONE_IN}}),
+        ),
+    },
+    "/api/clients/lookup": {
+        "get": _op(
+            "lookupClients",
+            "The card(s) for a caller: every client holding the number",
+            {"200": json_body("who holds the number", obj({
+                "number": _TEXT, "e164": {"type": ["string", "null"]},
+                "shared": {"type": "boolean"}, "clients": {"type": "array", "items": _CLIENT}})),
+             "400": _INVALID},
+            params=[_query("number", _TEXT, required=True)],
+        )
+    },
+    "/api/clients/categories": {
+        "get": _op(
+            "listCategories",
+            "The categories",
+            {"200": json_body("the categories", obj({
+                "categories": {"type": "array", "items": _CATEGORY}}))},
+        ),
+        "post": _op(
+            "addCategory",
+            "Add a category (admin)",
+            {"201": json_body("the category", _CATEGORY), "400": _INVALID, "403": _ADMIN,
+             "409": error("the category exists")},
+            body=_body({"name": _TEXT, "label": _TEXT, "color": _TEXT},
+                       ("name", "label", "color")),
+        ),
+    },
+    "/api/clients/{id}": {
+        "get": _op("getClient", "The card (open orders only)",
+                   {"200": _ONE, "404": _NOT_FOUND}, params=_path("id")),
+        "patch": _op(
+            "updateClient",
+            "Change the fields given",
+            {"200": _ONE, "400": _INVALID, "404": _NOT_FOUND, "409": error("unknown category")},
+            params=_path("id"),
+            body=_body(_CARD_FIELDS),
+        ),
+        "delete": _op(
+            "deleteClient",
+            "Delete a client (admin); its calls stay in the log, unlinked",
+            {"204": {"description": "deleted"}, "403": _ADMIN, "404": _NOT_FOUND},
+            params=_path("id"),
+        ),
+    },
+    "/api/clients/{id}/merge": {
+        "post": _op(
+            "mergeClients",
+            "Move gone_id's phones, orders and calls to this client, delete gone_id (admin)",
+            {"200": _ONE, "400": _INVALID, "403": _ADMIN, "404": _NOT_FOUND,
+             "409": error("a client cannot absorb itself")},
+            params=_path("id"),
+            body=_body({"gone_id": {"type": "integer", "minimum": 1}}, ("gone_id",)),
+        )
+    },
+    "/api/clients/{id}/phones": {
+        "post": _op(
+            "addPhone",
+            "Add a number; an untouched potential client holding it merges in",
+            {"201": json_body("the client, the phone, the ids merged in", obj({
+                "client": _CLIENT, "phone": {"$ref": "#/components/schemas/Phone"},
+                "merged": {"type": "array", "items": {"type": "integer"}}})),
+             "400": _INVALID, "404": _NOT_FOUND, "409": error("the client has the number")},
+            params=_path("id"),
+            body=_body({"number": _TEXT, "label": _TEXT}, ("number",)),
+        )
+    },
+    "/api/clients/{id}/phones/{phone_id}": {
+        "delete": _op("removePhone", "Remove a number", {"200": _ONE, "404": _NOT_FOUND},
+                      params=_path("id", "phone_id")),
+    },
+    "/api/clients/{id}/orders": {
+        "get": _op(
+            "listOrders",
+            "The client's orders, open ones first",
+            {"200": json_body("the orders", obj({"orders": {"type": "array", "items": _ORDER}})),
+             "400": _INVALID, "404": _NOT_FOUND},
+            params=[*_path("id"), _query("open", {"enum": ["true", "false", "1", "0", "all"]})],
+        ),
+        "post": _op(
+            "addOrder",
+            "Add an order",
+            {"201": json_body("the order", _ORDER), "400": _INVALID, "404": _NOT_FOUND},
+            params=_path("id"),
+            body=_body(_ORDER_FIELDS, ("number",)),
+        ),
+    },
+    "/api/clients/{id}/orders/{order_id}": {
+        "patch": _op(
+            "updateOrder",
+            "Change the order's fields given",
+            {"200": json_body("the order", _ORDER), "400": _INVALID, "404": _NOT_FOUND},
+            params=_path("id", "order_id"),
+            body=_body(_ORDER_FIELDS),
+        ),
+        "delete": _op(
+            "deleteOrder",
+            "Delete an order (admin; operators close orders instead)",
+            {"204": {"description": "deleted"}, "403": _ADMIN, "404": _NOT_FOUND},
+            params=_path("id", "order_id"),
+        ),
+    },
+    "/api/clients/{id}/photo": {
+        "get": _op(
+            "getPhoto",
+            "The photo, or a placeholder SVG",
+            {"200": {"description": "the image", "content": {
+                media: {"schema": _PHOTO} for media in (*_IMAGES, "image/svg+xml")}},
+             "404": _NOT_FOUND},
+            params=_path("id"),
+        ),
+        "put": _op(
+            "putPhoto",
+            "Set the photo: the raw image bytes (PNG, JPEG or WebP; the bytes decide)",
+            {"200": _ONE, "404": _NOT_FOUND,
+             "413": error("larger than the photo limit"),
+             "415": error("not a PNG, JPEG or WebP image")},
+            params=_path("id"),
+            body={"required": True, "content": {
+                media: {"schema": _PHOTO} for media in (*_IMAGES, "application/octet-stream")}},
+        ),
+        "delete": _op("deletePhoto", "Remove the photo", {"200": _ONE, "404": _NOT_FOUND},
+                      params=_path("id")),
+    },
+    "/api/clients/{id}/calls": {
+        "get": _op(
+            "clientCalls",
+            "The client's calls from the log, newest first",
+            {"200": json_body("the calls", obj({"calls": {"type": "array", "items": {
+                "$ref": "#/components/schemas/CallRecord"}}})),
+             "400": _INVALID, "404": _NOT_FOUND},
+            params=[*_path("id"), _query("limit", {**_LIMIT, "default": 50})],
+        )
+    },
+}  # fmt: skip
