@@ -56,6 +56,7 @@ def raw_config(state: Path, port: int, **ami: object) -> dict:
         },
         "storage": {"state_dir": str(state)},
         "web": {"port": 0},
+        "hub": {"port": 0},  # 8081 by default: two test runs at once would collide there
         "calls": {"pbx_timezone": "UTC"},
     }
 
