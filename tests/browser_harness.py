@@ -42,6 +42,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "tests" / "artifacts"
 DOCS = ROOT / "docs"
 SCREENSHOTS_TO_DOCS = os.environ.get("PBXLINK_SCREENSHOTS") == "docs"
+DOCS_PICTURES = ("operator-page", "call-log")
 AMI_SECRET = "browser-tests-secret"
 
 OPERATORS = {
@@ -171,9 +172,9 @@ async def add_client(run: Running, **fields: Any) -> dict[str, Any]:
 
 
 def screenshot_paths(name: str) -> list[Path]:
-    """Where a screenshot goes: the artifacts, and docs/ when asked to refresh the README's."""
+    """Where a screenshot goes: the artifacts, and docs/ for the README's pictures when asked."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     paths = [ARTIFACTS / f"{name}.png"]
-    if SCREENSHOTS_TO_DOCS:
+    if SCREENSHOTS_TO_DOCS and name in DOCS_PICTURES:
         paths.append(DOCS / f"{name}.png")
     return paths

@@ -208,7 +208,7 @@ async def test_ringing_call_pops_the_card_within_a_second_and_again_after_reload
         )
         order = {"number": "A-1042", "stage": "shipped", "responsible": "Nino", "debt": 120.5}
         await rest(run, "POST", f"/api/clients/{client['id']}/orders", order, expect=201)
-        seed_calls(run, client["id"])  # the log beside the card, for the README's picture
+        seed_calls(run, client["id"], "+995644444444")  # the log beside the card
         await until(lambda: run.daemon.store.queue_depth == 0, 5, "the seeded calls stored")
         rang: list[float] = []
         run.daemon.listeners.append(
@@ -357,8 +357,9 @@ SEEDED = 56  # more than a page (50): "load more" has something to load
 SEED_STATUSES = ("no_answer", "answered", "voicemail", "answered", "abandoned", "answered")
 
 
-def seed_calls(run: Running, client_id: int) -> None:
-    """Earlier calls of today, straight into the daemon's store; every third one the client's."""
+def seed_calls(run: Running, client_id: int, number: str) -> None:
+    """Earlier calls of today, straight into the daemon's store; every third one the client's
+    (from `number`)."""
     now = time.time()
     midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     first = max(midnight.timestamp() + 1, now - 3600)
@@ -367,9 +368,9 @@ def seed_calls(run: Running, client_id: int) -> None:
         status = SEED_STATUSES[i % len(SEED_STATUSES)]
         started = first + i * step
         extension = ("101", "102", "103")[i % 3]
-        record = CallRecord(
-            f"seed-{i}", started, "inbound", f"+99559900{i:04d}", "", "5551000", status
-        )
+        ours = i % 3 == 0
+        caller = number if ours else f"+99559900{i:04d}"
+        record = CallRecord(f"seed-{i}", started, "inbound", caller, "", "5551000", status)
         record.offered_at = started
         record.extensions_rung = [extension]
         record.wait_s = 3.0 + i % 20
@@ -378,7 +379,7 @@ def seed_calls(run: Running, client_id: int) -> None:
             record.answered_at = started + record.wait_s
             record.talk_s = 30.0 + 7 * i
         record.ended_at = started + record.wait_s + record.talk_s
-        run.daemon.store.submit(record, client_id=client_id if i % 3 == 0 else None)
+        run.daemon.store.submit(record, client_id=client_id if ours else None)
 
 
 @in_module_loop
@@ -387,7 +388,7 @@ async def test_call_log_colours_missed_calls_loads_more_and_filters(
 ) -> None:
     async with running_daemon(tmp_path, speed=10.0) as run:
         client = await add_client(run, name="Tamar Lomidze", phones=["+995599000000"])
-        seed_calls(run, client["id"])
+        seed_calls(run, client["id"], "+995599000000")
         await sign_in(tab, run.url)  # operator 101, who misses the busy call below
         await pw_expect(tab.locator("#conn")).to_have_attribute("data-state", "live")
         boss = await new_tab(browser)
