@@ -82,6 +82,7 @@ class Daemon:
         self.listeners.append(self.hub.on_update)
         self.card_listeners.append(self.hub.on_card)
         self.directory.listeners.append(self.hub.on_clients_changed)
+        self.metrics.bind_hub(self.hub)
         self.web_port: int | None = None
         self._stop = asyncio.Event()
         self._logins = 0
@@ -277,6 +278,7 @@ class Daemon:
             call = update.call
             self.too_long.update(update)
             if isinstance(update, TooLong):
+                self.metrics.calls_too_long += 1
                 _log_too_long(update)
             elif isinstance(update, CallEnded):
                 store.submit(call, client_id=self._client_id(call.call_id))

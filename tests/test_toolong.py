@@ -165,6 +165,7 @@ def test_daemon_tick_hands_too_long_to_listeners(tmp_path: Path) -> None:
     daemon._tick(T0 + 20)
     assert [type(u) for u in heard] == [Answered, TooLong]
     assert heard[1].call_id == "c1" and heard[1].talk_s == 11.0
+    assert b"pbxlink_calls_too_long_total 1.0" in daemon.metrics.render()
 
 
 # -- the call log --------------------------------------------------------------------------------

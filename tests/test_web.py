@@ -385,6 +385,32 @@ async def test_metrics(client: aiohttp.ClientSession, status: FakeStatus, metric
         assert "\npbxlink_ami_link_up 0.0\n" in await resp.text()
 
 
+def test_metrics_show_the_hubs_counters() -> None:
+    @dataclass
+    class Hub:
+        clients: int = 3
+        connections: int = 10
+        frames_sent: int = 250
+        dropped_slow: int = 1
+        auth_failed: int = 2
+        protocol_errors: int = 0
+
+    metrics = Metrics()
+    text = metrics.render().decode()
+    assert "pbxlink_hub_" not in text  # no hub bound: no made-up zeros
+    metrics.bind_hub(Hub())
+    text = metrics.render().decode()
+    for line in (
+        "pbxlink_hub_clients 3.0",
+        "pbxlink_hub_connections_total 10.0",
+        "pbxlink_hub_frames_sent_total 250.0",
+        "pbxlink_hub_dropped_slow_total 1.0",
+        "pbxlink_hub_auth_failed_total 2.0",
+        "pbxlink_hub_protocol_errors_total 0.0",
+    ):
+        assert f"\n{line}\n" in text
+
+
 def test_metrics_registries_are_private() -> None:
     """Two Metrics side by side (two apps in one test run) must not clash or share."""
     a, b = Metrics(), Metrics()

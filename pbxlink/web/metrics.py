@@ -11,7 +11,7 @@ object, as its buckets are worth not rewriting.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Protocol, get_args
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -27,17 +27,41 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # prometheus_client's "latest" is 1.0.0
 LOOKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+class HubStats(Protocol):
+    """The popup hub's counters (pbxlink.hub.Hub), read at scrape time."""
+
+    @property
+    def clients(self) -> int: ...
+
+    connections: int
+    frames_sent: int
+    dropped_slow: int
+    auth_failed: int
+    protocol_errors: int
+
+
 class Metrics:
     """The daemon's counters; the daemon bumps the ints, /metrics reads them."""
 
-    __slots__ = ("_status", "calls_ended", "events", "lookup_latency", "reconnects", "registry")
+    __slots__ = (
+        "_hub",
+        "_status",
+        "calls_ended",
+        "calls_too_long",
+        "events",
+        "lookup_latency",
+        "reconnects",
+        "registry",
+    )
 
     def __init__(self) -> None:
         self.events = 0  # AMI events read (every message the tracker was fed)
         self.reconnects = 0  # AMI logins after the first
         # Every known status from the start, so rate() has a zero to start from.
         self.calls_ended: dict[str, int] = dict.fromkeys(get_args(Status), 0)
+        self.calls_too_long = 0  # calls that crossed their too-long threshold while going on
         self._status: StatusSource | None = None
+        self._hub: HubStats | None = None
         self.registry = CollectorRegistry()
         self.lookup_latency = Histogram(
             "pbxlink_lookup_latency_seconds",
@@ -50,6 +74,9 @@ class Metrics:
     def bind(self, status: StatusSource) -> None:
         """Read the gauges (link, active calls, store queue) from `status` at scrape time."""
         self._status = status
+
+    def bind_hub(self, hub: HubStats) -> None:
+        self._hub = hub
 
     def reconnected(self) -> None:
         self.reconnects += 1
@@ -81,6 +108,12 @@ class _Collector:
         for status, count in sorted(m.calls_ended.items()):
             ended.add_metric([status], count)
         yield ended
+        yield CounterMetricFamily(
+            "pbxlink_calls_too_long",
+            "Calls that passed their too-long threshold while going on",
+            value=m.calls_too_long,
+        )
+        yield from _hub_metrics(m._hub)
         status = m._status
         if status is None:
             return  # unbound (a Metrics no daemon reports to): no gauges rather than wrong ones
@@ -98,3 +131,17 @@ class _Collector:
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # names are fixed and cannot clash; skip a collect() at register time
+
+
+def _hub_metrics(hub: HubStats | None) -> Iterator[Metric]:
+    if hub is None:
+        return
+    yield GaugeMetricFamily("pbxlink_hub_clients", "Popup websocket clients", value=hub.clients)
+    for name, value, text in (
+        ("connections", hub.connections, "Popup clients that passed hello"),
+        ("frames_sent", hub.frames_sent, "Popup frames sent"),
+        ("dropped_slow", hub.dropped_slow, "Popup clients dropped for falling behind"),
+        ("auth_failed", hub.auth_failed, "Popup connections refused for their token"),
+        ("protocol_errors", hub.protocol_errors, "Popup clients closed for a protocol error"),
+    ):
+        yield CounterMetricFamily(f"pbxlink_hub_{name}", text, value=value)
