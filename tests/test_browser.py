@@ -389,8 +389,13 @@ async def test_call_log_colours_missed_calls_loads_more_and_filters(
     async with running_daemon(tmp_path, speed=10.0) as run:
         client = await add_client(run, name="Tamar Lomidze", phones=["+995599000000"])
         seed_calls(run, client["id"], "+995599000000")
+        await until(lambda: run.daemon.store.queue_depth == 0, 5, "the seeded calls stored")
+        seeded_missed = sum(
+            1 for i in range(SEEDED) if i % 3 == 0 and SEED_STATUSES[i % 6] != "answered"
+        )
         await sign_in(tab, run.url)  # operator 101, who misses the busy call below
         await pw_expect(tab.locator("#conn")).to_have_attribute("data-state", "live")
+        await pw_expect(tab.locator("#missed .missed-item")).to_have_count(seeded_missed)
         boss = await new_tab(browser)
         await sign_in(boss, run.url, "supervisor")
         await pw_expect(boss.locator("#alerts-panel")).to_be_visible()  # supervisors only
@@ -403,11 +408,15 @@ async def test_call_log_colours_missed_calls_loads_more_and_filters(
             10,
             "the calls stored",
         )
+        # 101 missed the busy call (live), and earlier ones today (from the log at sign-in)
         missed = tab.locator("#missed .missed-item")
-        await pw_expect(missed).to_have_count(1)
-        await pw_expect(missed).to_contain_text("0622222222")
-        await pw_expect(tab.locator("#missed-count")).to_have_text("1")
+        await pw_expect(missed).to_have_count(1 + seeded_missed)
+        await pw_expect(missed.first).to_contain_text("0622222222")
+        await pw_expect(tab.locator("#missed-count")).to_have_text(str(1 + seeded_missed))
         await pw_expect(tab.locator("#alerts-panel")).to_be_hidden()
+        await tab.reload()  # the list comes back from the log
+        await pw_expect(missed).to_have_count(1 + seeded_missed)
+        await pw_expect(missed.first).to_contain_text("0622222222")
 
         # the log refreshed by itself when the calls ended: a page, then the rest
         rows = boss.locator("#log-table tbody tr")

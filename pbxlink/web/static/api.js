@@ -42,7 +42,9 @@ export async function api(path, { method = "GET", body, query, bearer = token.ge
   if (query) {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) {
-      if (v !== null && v !== undefined && v !== "") params.set(k, v);
+      for (const one of Array.isArray(v) ? v : [v]) {
+        if (one !== null && one !== undefined && one !== "") params.append(k, one);
+      }
     }
     const qs = params.toString();
     if (qs) url += `?${qs}`;

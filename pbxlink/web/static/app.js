@@ -2,7 +2,7 @@
 // list, supervisors' too-long alerts, and the call log. See docs/popup-protocol.md.
 
 import { api, setUnauthorizedHandler, token } from "./api.js";
-import { $, el, formatDuration, formatTime } from "./dom.js";
+import { $, el, formatDuration, formatTime, localDay } from "./dom.js";
 import { Board } from "./card.js";
 import { CallLog, showHistory } from "./calllog.js";
 import { attachNumber, editClient } from "./editor.js";
@@ -52,6 +52,7 @@ function start(me) {
   // a supervisor sees everybody's calls: "talking" there means someone is
   state.board.mine = new Set(me.role === "operator" ? me.extensions : []);
   state.log.search();
+  loadMissed(me);
   state.hub = new Hub({
     token: token.get(),
     onMessage,
@@ -122,16 +123,38 @@ function who(card) {
 
 function addMissed(msg) {
   const card = msg.card || {};
-  const item = el("li", { class: "missed-item", "data-call-id": msg.call_id },
-    el("time", { text: formatTime(msg.at || card.started_at) }),
+  addMissedItem(msg.call_id, msg.at || card.started_at, card.number, who(card), msg.extension);
+}
+
+function addMissedItem(callId, at, number, name, extension) {
+  const list = $("#missed");
+  if (list.querySelector(`[data-call-id="${CSS.escape(callId)}"]`)) return;
+  const item = el("li", { class: "missed-item", "data-call-id": callId },
+    el("time", { text: formatTime(at) }),
     " ",
-    el("span", { class: "num-text", dir: "ltr", text: card.number || "anonymous" }),
+    el("span", { class: "num-text", dir: "ltr", text: number || "anonymous" }),
     " ",
-    el("span", { dir: "auto", text: who(card) }),
-    el("span", { class: "muted", text: msg.extension ? ` · ext ${msg.extension}` : "" }),
+    el("span", { dir: "auto", text: name || "" }),
+    el("span", { class: "muted", text: extension ? ` · ext ${extension}` : "" }),
   );
-  prependLimited($("#missed"), item);
-  $("#missed-count").textContent = String($("#missed").querySelectorAll(".missed-item").length);
+  prependLimited(list, item);
+  $("#missed-count").textContent = String(list.querySelectorAll(".missed-item").length);
+}
+
+/** Today's missed calls of my extensions from the log, so a reload does not lose them. */
+async function loadMissed(me) {
+  if (!me.extensions.length) return;
+  try {
+    const page = await api("/api/calls", {
+      query: { day: localDay(), status: "missed", extension: me.extensions, limit: MAX_LIST },
+    });
+    for (const call of page.items.slice().reverse()) {
+      const mine = (call.extensions_rung || []).filter((e) => me.extensions.includes(e));
+      addMissedItem(call.call_id, call.started_at, call.caller_number, call.client_name, mine.join(", "));
+    }
+  } catch {
+    // no call log on this server: the live list still fills as calls are missed
+  }
 }
 
 function addAlert(msg) {
