@@ -64,9 +64,11 @@ def need_chromium() -> None:
     )
 
 
-def daemon_config(state: Path, ami_port: int) -> Config:
+def daemon_config(state: Path, ami_port: int, **sections: dict[str, Any]) -> Config:
+    """The config of the tests' daemon; `sections` add config sections (thresholds=...)."""
     return parse(
         {
+            **sections,
             "company": "Acme Tbilisi",
             "ami": {
                 "mode": "asterisk",
@@ -128,7 +130,9 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(state: Path, *, speed: float = 2.0) -> AsyncIterator[Running]:
+async def running_daemon(
+    state: Path, *, speed: float = 2.0, **sections: dict[str, Any]
+) -> AsyncIterator[Running]:
     """The daemon logged in to a simulator; stopped (exit code 0) afterwards."""
     original = daemon_module.make_app
     daemon_module.make_app = _with_page(original)
@@ -141,7 +145,7 @@ async def running_daemon(state: Path, *, speed: float = 2.0) -> AsyncIterator[Ru
         pbx_timezone=dt.UTC,
     )
     async with sim:
-        daemon = Daemon(daemon_config(state, sim.port))
+        daemon = Daemon(daemon_config(state, sim.port, **sections))
         task = asyncio.create_task(daemon.run())
         try:
             await until(lambda: daemon.ami_state == "up" or task.done(), 10, "the AMI link up")

@@ -36,6 +36,7 @@ from playwright.async_api import expect as pw_expect
 
 from pbxlink.calls.record import CallRecord
 from pbxlink.calls.updates import Ringing
+from pbxlink.daemon import TICK_S
 from pbxlink.web import page
 
 # the browser is started once per module, so the async tests share the module's event loop
@@ -347,6 +348,23 @@ async def test_page_reconnects_by_itself_and_signs_out_a_removed_operator(
         await pw_expect(tab.locator("#login")).to_be_visible()
         await pw_expect(tab.locator("#login-error")).to_contain_text("no longer valid")
         assert await tab.evaluate("localStorage.getItem('pbxlink.token')") is None
+
+
+@in_module_loop
+async def test_supervisor_is_told_of_a_call_that_talks_too_long(tmp_path: Path, tab: Page) -> None:
+    limits = {"too_long_call_s": 1}
+    async with running_daemon(tmp_path, speed=2.0, thresholds=limits) as run:
+        await sign_in(tab, run.url, "supervisor")
+        await pw_expect(tab.locator("#conn")).to_have_attribute("data-state", "live")
+        run.sim.play_once([TRANSFER])  # 101 answers after 1 s and talks for 8 s
+        card = tab.locator(".card", has_text=TRANSFER_CALLER)
+        await pw_expect(card.locator("[data-f=phase]")).to_have_text("Talking", timeout=5000)
+        # the daemon checks talk times every few seconds (daemon.TICK_S)
+        alert = tab.locator("#alerts .alert-item")
+        await pw_expect(alert).to_have_count(1, timeout=int(TICK_S * 1000) + 3000)
+        await pw_expect(alert).to_contain_text(TRANSFER_CALLER)
+        await pw_expect(alert).to_contain_text("limit 0:01")
+        await pw_expect(alert).to_contain_text("Alice Sales")  # who is on that call
 
 
 # -- the call log ---------------------------------------------------------------------------------
