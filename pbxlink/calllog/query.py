@@ -19,6 +19,7 @@ import base64
 import binascii
 import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -626,10 +627,29 @@ async def _page_sql(
 ) -> tuple[str, list[Any]]:
     column, desc = SORTS[sort]
     if column == "started_at":
+        f, after = _seek(f, after, desc)
         arms = _started_arms(f, scope)
     else:
         arms = [await _sorted_arm(db, f, scope, column, limit)]
     return _select(arms, after, desc, limit)
+
+
+def _seek(
+    f: CallFilter, after: tuple[float, str] | None, desc: bool
+) -> tuple[CallFilter, tuple[float, str] | None]:
+    """Keep only the tighter of the cursor and the period's bound on the same side.
+
+    Given both (`started_at < until` and `(started_at, call_id) < cursor`), SQLite seeks
+    the index on the period's and filters by the cursor's: every page would read all the
+    pages before it again. One of the two always implies the other."""
+    if after is None:
+        return f, None
+    key = after[0]
+    if desc and f.until is not None:
+        return (dataclasses.replace(f, until=None), after) if key < f.until else (f, None)
+    if not desc and f.since is not None:
+        return (dataclasses.replace(f, since=None), after) if key >= f.since else (f, None)
+    return f, after
 
 
 async def rows_after(
