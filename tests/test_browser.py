@@ -186,6 +186,17 @@ ABANDONED = "09_ivr_support_queue_caller_abandons"  # 104 rings, the caller hang
 ANSWERED = "08_ivr_support_queue_103_answers"  # 0666666666, 103 answers
 
 
+# the browser's clock (the machine's, like time.time()) when a card first shows the name
+SHOWN_AT_JS = """name => {
+  window.shownAt = null;
+  const seen = () => [...document.querySelectorAll(".card [data-f=name]")]
+    .some((n) => n.textContent === name);
+  new MutationObserver((_, observer) => {
+    if (seen()) { window.shownAt = Date.now(); observer.disconnect(); }
+  }).observe(document.body, { subtree: true, childList: true, characterData: true });
+}"""
+
+
 def rgb(hex_color: str) -> str:
     """#rrggbb as getComputedStyle() reports it."""
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
@@ -214,20 +225,21 @@ async def test_ringing_call_pops_the_card_within_a_second_and_again_after_reload
         rang: list[float] = []
         run.daemon.listeners.append(
             lambda u: (
-                rang.append(time.monotonic())
+                rang.append(time.time())
                 if isinstance(u, Ringing) and u.extension == "101"
                 else None
             )
         )
         await sign_in(tab, run.url)
         await pw_expect(tab.locator("#conn")).to_have_attribute("data-state", "live")
+        await tab.evaluate(SHOWN_AT_JS, "Giorgi Beridze")
 
         run.sim.play_once([SALES])
         card = tab.locator(".card", has_text="Giorgi Beridze")
         await card.wait_for(timeout=10_000)
-        shown = time.monotonic()
         assert rang, "the daemon never said 101 rings"
-        assert shown - rang[0] < 1.0, f"the card came {shown - rang[0]:.2f} s after the ring"
+        shown = await tab.evaluate("window.shownAt") / 1000
+        assert shown - rang[0] < 1.0, f"the card came {shown - rang[0]:.3f} s after the ring"
         await pw_expect(card).to_have_attribute("data-phase", "ringing")
         await pw_expect(card.locator("[data-f=number]")).to_have_text(SALES_CALLER)
         await pw_expect(card.locator("[data-f=category]")).to_have_text("VIP")
@@ -248,7 +260,7 @@ async def test_ringing_call_pops_the_card_within_a_second_and_again_after_reload
 
         # a reload in the middle of the ring shows the card again (from the hub's welcome)
         await tab.reload()
-        assert len(rang) == 1 and time.monotonic() - rang[0] < 4.0, "the ring was over too soon"
+        assert len(rang) == 1 and time.time() - rang[0] < 4.0, "the ring was over too soon"
         card = tab.locator(".card", has_text="Giorgi Beridze")
         await pw_expect(card).to_have_attribute("data-phase", "ringing")
         await pw_expect(card.locator("[data-f=ext]")).to_have_text("101 · Alice Sales")
