@@ -572,6 +572,8 @@ async def test_a_page_a_hundred_deep_costs_what_the_first_costs(tmp_path: Path) 
             (month, None, "started_at"),
             ({**month, "extension": "101,103"}, None, "-started_at"),
             ({**month, "status": "answered,busy"}, ("101", "102", "103"), "started_at"),
+            ({"talk_max_s": "700"}, None, "-talk_s"),  # the same with the talk index
+            ({"wait_min_s": "10"}, None, "wait_s"),
         ]
         for params, scope, sort in cases:
             f, cursor, costs = parse(params), None, []

@@ -626,30 +626,41 @@ async def _page_sql(
     after: tuple[float, str] | None,
 ) -> tuple[str, list[Any]]:
     column, desc = SORTS[sort]
+    f, after = _seek(f, after, column, desc)
     if column == "started_at":
-        f, after = _seek(f, after, desc)
         arms = _started_arms(f, scope)
     else:
         arms = [await _sorted_arm(db, f, scope, column, limit)]
     return _select(arms, after, desc, limit)
 
 
+# the sort column's bounds in a filter: (lower, inclusive), (upper, inclusive)
+_BOUNDS = {
+    "started_at": (("since", True), ("until", False)),
+    "talk_s": (("talk_min_s", True), ("talk_max_s", True)),
+    "wait_s": (("wait_min_s", True), ("wait_max_s", True)),
+}
+
+
 def _seek(
-    f: CallFilter, after: tuple[float, str] | None, desc: bool
+    f: CallFilter, after: tuple[float, str] | None, column: str, desc: bool
 ) -> tuple[CallFilter, tuple[float, str] | None]:
-    """Keep only the tighter of the cursor and the period's bound on the same side.
+    """Keep only the tighter of the cursor and the filter's bound on the sort column.
 
     Given both (`started_at < until` and `(started_at, call_id) < cursor`), SQLite seeks
-    the index on the period's and filters by the cursor's: every page would read all the
-    pages before it again. One of the two always implies the other."""
+    the index on the filter's bound and checks the cursor's row by row: every page would
+    read all the pages before it again. One of the two always implies the other."""
     if after is None:
         return f, None
     key = after[0]
-    if desc and f.until is not None:
-        return (dataclasses.replace(f, until=None), after) if key < f.until else (f, None)
-    if not desc and f.since is not None:
-        return (dataclasses.replace(f, since=None), after) if key >= f.since else (f, None)
-    return f, after
+    (name, inclusive) = _BOUNDS[column][1 if desc else 0]
+    bound = getattr(f, name)
+    if bound is None:
+        return f, after
+    inside = key >= bound if not desc else key <= bound if inclusive else key < bound
+    if inside:
+        return dataclasses.replace(f, **{name: None}), after
+    return f, None
 
 
 async def rows_after(
