@@ -254,16 +254,16 @@ async def test_ringing_call_pops_the_card_within_a_second_and_again_after_reload
         # the photo came through the token cookie (an <img> sends no header): a real image
         await pw_expect(photo).to_have_js_property("complete", True)
         assert await photo.evaluate("img => img.naturalWidth") > 0
+
+        # a reload in the middle of the ring (5 s long) shows the card again (hub's welcome)
+        await tab.reload()
+        card = tab.locator(".card", has_text="Giorgi Beridze")
+        await pw_expect(card.locator("[data-f=ext]")).to_have_text("101 · Alice Sales")
+        assert len(rang) == 1 and time.time() - rang[0] < 4.0, "the ring was over too soon"
+        await pw_expect(card).to_have_attribute("data-phase", "ringing")
         await save_screenshot(card, "ringing-card")
         await pw_expect(tab.locator("#log-table tbody tr").first).to_be_visible()
         await save_screenshot(tab, "operator-page")
-
-        # a reload in the middle of the ring shows the card again (from the hub's welcome)
-        await tab.reload()
-        assert len(rang) == 1 and time.time() - rang[0] < 4.0, "the ring was over too soon"
-        card = tab.locator(".card", has_text="Giorgi Beridze")
-        await pw_expect(card).to_have_attribute("data-phase", "ringing")
-        await pw_expect(card.locator("[data-f=ext]")).to_have_text("101 · Alice Sales")
 
         # 101 rang out, 102 answered: 101's card says who took it, then greys out at the end
         await pw_expect(card.locator("[data-f=phase]")).to_have_text(
