@@ -61,7 +61,7 @@ PAGE_PARAMS = ("sort", "limit", "cursor")
 MAX_VALUE_CHARS = 128
 MAX_CLIENT_ID = (1 << 63) - 1
 MIN_FEW = 1_000  # talk/wait order: this many calls are always worth sorting
-CSV_BATCH = 2_000
+CSV_BATCH = 5_000
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # '...T09:00:00+04:00' sent unencoded arrives as '...T09:00:00 04:00': the + was a space
@@ -878,9 +878,9 @@ _TEXT = (
 )
 _RISKY = frozenset("=@+-\t\r")
 _NUMBERLIKE = re.compile(r"[+-][0-9][0-9 ().-]*")
-_MINUTES: dict[int, str] = {}
+_HOURS: dict[int, str] = {}
 _JOINED: dict[str, str] = {}
-_CACHE_MAX = 4096
+_CACHE_MAX = 20_000  # hours: two years of them
 
 
 def safe_cell(value: str) -> str:
@@ -892,22 +892,23 @@ def safe_cell(value: str) -> str:
 
 
 def fast_iso(ts: float) -> str:
-    """`iso_utc` at a fifth of the cost, for exports: the date and minute are formatted once
-    per minute. The same rounding as datetime.fromtimestamp (microseconds, half to even),
-    then truncated to milliseconds as isoformat does; tests compare the two."""
+    """`iso_utc` at half the cost, for exports: the date and hour are formatted once an hour.
+    The same rounding as datetime.fromtimestamp (microseconds, half to even), then cut to
+    milliseconds as isoformat does; tests compare the two."""
     frac, whole = math.modf(ts)
     micros = round(frac * 1e6)
     if micros >= 1_000_000:
         whole, micros = whole + 1, micros - 1_000_000
-    minute, second = divmod(int(whole), 60)
-    prefix = _MINUTES.get(minute)
+    hour, seconds = divmod(int(whole), 3600)
+    prefix = _HOURS.get(hour)
     if prefix is None:
-        if len(_MINUTES) >= _CACHE_MAX:
-            _MINUTES.clear()
-        prefix = _MINUTES[minute] = dt.datetime.fromtimestamp(minute * 60, dt.UTC).strftime(
-            "%Y-%m-%dT%H:%M:"
+        if len(_HOURS) >= _CACHE_MAX:
+            _HOURS.clear()
+        prefix = _HOURS[hour] = dt.datetime.fromtimestamp(hour * 3600, dt.UTC).strftime(
+            "%Y-%m-%dT%H:"
         )
-    return f"{prefix}{second:02d}.{micros // 1000:03d}Z"
+    minute, second = divmod(seconds, 60)
+    return f"{prefix}{minute:02d}:{second:02d}.{micros // 1000:03d}Z"
 
 
 def _joined(text: str) -> str:
