@@ -991,3 +991,17 @@ async def test_a_failure_half_way_through_an_export_breaks_the_download(
             await resp.read()
     async with http.get("/api/calls/totals", headers=auth("admin")) as resp:
         assert resp.status == 200  # the server goes on
+
+
+async def test_a_long_extension_list_is_one_query_and_too_long_a_list_a_400(log: Log) -> None:
+    many = [str(n) for n in range(101, 101 + q.MAX_ARMS + 6)]
+    params = {"extension": ",".join(many), "status": "missed"}
+    plan = await q.explain(log.db, parse(params), scope=None)
+    assert not any("MERGE" in p for p in plan), plan
+    page = await q.page(log.db, parse(params), scope=None, limit=q.MAX_LIMIT)
+    assert [i["call_id"] for i in page.items] == ordered(
+        expected(log.calls, params, None), "-started_at"
+    )
+    with pytest.raises(q.QueryError) as err:
+        parse({"extension": ",".join(str(n) for n in range(q.MAX_VALUES + 1))})
+    assert err.value.param == "extension"
