@@ -64,6 +64,12 @@ def _bad(exc: query.QueryError) -> ApiError:
     return ApiError(400, "bad_request", str(exc), param=exc.param)
 
 
+def _scope(request: web.Request) -> tuple[str, ...] | None:
+    """The extensions whose calls the request's operator sees; None: every call."""
+    op = operator_of(request)
+    return None if allows(op, "supervisor") else op.extensions
+
+
 @dataclass(slots=True)
 class _Calls:
     store: CallLogStore
@@ -79,18 +85,16 @@ class _Calls:
             f = query.parse_filter(request.query, numbers=self.numbers, tz=self.tz, extra=extra)
         except query.QueryError as exc:
             raise _bad(exc) from None
-        op = operator_of(request)
-        if allows(op, "supervisor"):
-            return f, None
+        scope = _scope(request)
         for extension in f.extensions:
-            if extension not in op.extensions:
+            if scope is not None and extension not in scope:
                 raise ApiError(
                     403,
                     "forbidden",
-                    f"extension {extension} is not one of yours ({', '.join(op.extensions)})",
+                    f"extension {extension} is not one of yours ({', '.join(scope)})",
                     param="extension",
                 )
-        return f, op.extensions
+        return f, scope
 
     async def list(self, request: web.Request) -> web.Response:
         f, scope = self._filter(request, query.PAGE_PARAMS)
@@ -113,9 +117,10 @@ class _Calls:
         return web.json_response({"days": days})
 
     async def get(self, request: web.Request) -> web.Response:
-        _, scope = self._filter(request)
+        for key in request.query:
+            raise ApiError(400, "bad_request", f"{key}: unknown parameter (none known)", param=key)
         call_id = request.match_info["call_id"]
-        found = await query.get(self.store.reader, call_id, scope)
+        found = await query.get(self.store.reader, call_id, _scope(request))
         if found is None:
             raise ApiError(404, "not_found", f"no call {call_id}", what="call")
         client = None
