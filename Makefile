@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)  ## the daemon with its defaults: SQLite, and the simulator playing real calls
-	@echo "pbxlink: web on http://127.0.0.1:8080 (/healthz, /metrics); Ctrl-C stops it"
+	@echo "pbxlink: the operator page's link follows (web on 127.0.0.1:8080, popups on 8081); Ctrl-C stops it"
 	$(BIN)/pbxlink run
 
 test: $(STAMP)  ## lint, then every test (the real traces are read from ../shared/traces)

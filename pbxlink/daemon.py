@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -31,7 +32,7 @@ from pbxlink.clients.card import CallCard
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.clients.sources import LookupChain
-from pbxlink.config import Config
+from pbxlink.config import Config, Operator, hash_token
 from pbxlink.hub import Hub, default_origins
 from pbxlink.sim.server import AmiSimulator
 from pbxlink.systemd import notify
@@ -49,6 +50,12 @@ class _Stop(Exception):
 
 class Daemon:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+        #: with the simulator and nobody configured (the demo), a supervisor made up for this run
+        self.demo_token: str | None = None
+        if config.ami.mode == "simulator" and not config.operators:
+            self.demo_token = secrets.token_urlsafe(32)
+            demo = Operator("Demo supervisor", (), "supervisor", hash_token(self.demo_token))
+            config = dataclasses.replace(config, operators=[demo])
         self.config = config
         self.clock = clock
         self.started_at = clock()
@@ -148,6 +155,15 @@ class Daemon:
         self.hub.origins = frozenset(default_origins(cfg, web.port))  # the bound port
         await self.hub.start()
         log.info("web.listening", host=cfg.web.host, port=web.port)
+        if self.demo_token is not None:  # a person is watching the terminal: not a log line
+            host = "127.0.0.1" if cfg.web.host in ("0.0.0.0", "::") else cfg.web.host
+            print(
+                f"pbxlink demo: the operator page is http://{host}:{web.port}/#token="
+                f"{self.demo_token} (a supervisor made up for this run; configure [[operators]]"
+                " for real ones)",
+                file=sys.stderr,
+                flush=True,
+            )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)

@@ -464,3 +464,23 @@ async def test_crm_source_completes_the_card_while_the_phone_rings(tmp_path: Pat
         assert asked == ["0655555555"]
     finally:
         await runner.cleanup()
+
+
+def test_the_demo_gets_a_supervisor_only_without_operators_and_only_with_the_simulator(
+    tmp_path: Path,
+) -> None:
+    from pbxlink.config import Config, StorageConfig
+
+    demo = Daemon(Config(storage=StorageConfig(state_dir=tmp_path)))
+    assert demo.demo_token is not None
+    who = demo.config.operator_by_token(demo.demo_token)
+    assert who is not None and who.role == "supervisor"
+
+    real = parse(raw_config(tmp_path, 5038))  # mode = "asterisk"
+    assert Daemon(real).demo_token is None and real.operators == []
+    raw = raw_config(tmp_path, 5038)
+    raw["ami"] = {"mode": "simulator"}
+    raw["operators"] = [
+        {"name": "A", "extensions": ["101"], "role": "operator", "token_hash": "sha256:" + "0" * 64}
+    ]
+    assert Daemon(parse(raw)).demo_token is None

@@ -273,6 +273,13 @@ function boot() {
       $("#login-error").textContent = error.status === 401 ? "Unknown token." : error.message;
     }
   });
+  // `pbxlink run` without operators (the demo) prints a link with the token in the fragment,
+  // which never reaches a server or its logs; take it and clean the address bar
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromLink) {
+    token.set(fromLink);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
   const saved = token.get();
   if (!saved) {
     signOut();
