@@ -816,7 +816,10 @@ async def exports(db: aiosqlite.Connection, june: query.CallFilter) -> list[Resu
     ]
 
 
-async def measure(path: Path, runs: int) -> list[Result]:
+PHASES = ("pages", "aggregates", "csv")
+
+
+async def measure(path: Path, runs: int, only: Sequence[str] = PHASES) -> list[Result]:
     """Every series of the report, on the reader connection the API uses, each phase with
     the share of the machine others took meanwhile."""
     numbers = PhoneNumbers("GE")
@@ -832,15 +835,17 @@ async def measure(path: Path, runs: int) -> list[Result]:
         async def scoped_june() -> list[Result]:
             return [await first_page(db, f"{operator}, June", june, OPERATOR, runs)]
 
-        phases: list[Callable[[], Awaitable[list[Result]]]] = [
-            partial(deep, db, "inbound missed, June", missed, None, runs),
-            scoped_june,
-            partial(deep, db, f"{operator}, all year", everyone, OPERATOR, runs),
-            partial(aggregates, db, june),
-            partial(exports, db, june),
+        phases: list[tuple[str, Callable[[], Awaitable[list[Result]]]]] = [
+            ("pages", partial(deep, db, "inbound missed, June", missed, None, runs)),
+            ("pages", scoped_june),
+            ("pages", partial(deep, db, f"{operator}, all year", everyone, OPERATOR, runs)),
+            ("aggregates", partial(aggregates, db, june)),
+            ("csv", partial(exports, db, june)),
         ]
         results: list[Result] = []
-        for phase in phases:
+        for kind, phase in phases:
+            if kind not in only:
+                continue
             others = Others()
             got = await phase()
             share = others.pct()
@@ -883,7 +888,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"machine    {wait_quiet(args.quiet_wait)}")
     others = Others()
-    results = asyncio.run(measure(path, args.runs))
+    results = asyncio.run(measure(path, args.runs, args.only.split(",")))
     print(f"measured   others took {others.pct():.0f}% of the machine meanwhile")
     print()
     print("| measurement | runs | p50 ms | p99 ms | baseline p50 ÷ p50 | goal | others | |")
@@ -906,7 +911,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--quiet-wait", type=float, default=120, help="wait up to S s for a quiet machine first"
     )
+    ap.add_argument(
+        "--only", default=",".join(PHASES), help=f"what to measure, of {','.join(PHASES)}"
+    )
     args = ap.parse_args(argv)
+    if not set(args.only.split(",")) <= set(PHASES):
+        ap.error(f"--only: expected some of {','.join(PHASES)}, got {args.only!r}")
     if args.calls < 10_000 or args.runs < 50:
         ap.error("--calls must be at least 10,000 and --runs at least 50")
     setup_logging("warning")
