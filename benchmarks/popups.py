@@ -66,15 +66,21 @@ USER, SECRET = "pbxlink", "bench-secret"
 
 #: the issue's goal: p99 under this at this rate with this many operators
 GOAL_P99_MS, GOAL_RATE, GOAL_OPERATORS = 20.0, 100, 1000
-DEFAULT_RATES = (10, 100, 200, 400, 700, 1000)
+DEFAULT_RATES = (10, 100, 200, 300, 400, 600)
 RING_S = 1.0  # a phone rings this long, then answers
 TALK_S = 2.0  # then the caller talks this long and hangs up
 FIRST_EXTENSION = 2000
 #: after the last call of a rate ended, frames still on their way get this long to arrive
 DRAIN_S = 20.0
+#: the daemon's start-up: reading a config of 5,000 operators takes minutes (config.py)
+START_TIMEOUT_S = 900.0
+#: others took more than this share (%) of the daemon's core: a failed rate is measured again
+DISTURBED_PCT = 10.0
 #: the stalled client's kernel receive buffer (Linux doubles it): full after a few frames
 STALLED_RCVBUF = 4096
 TIMED = ("ringing", "answered", "ended")
+#: the simulator's log events that say the daemon lost its AMI link during a rate
+AMI_TROUBLE = ("sim.client_too_slow", "sim.client_disconnected", "sim.client_logged_in")
 
 
 # -- the PBX: the simulator's AMI server, playing this benchmark's calls -----------------------
@@ -407,7 +413,7 @@ class Point:
     frames_s: float = 0.0  # frames the hub sent, per second
     daemon_cpu: float = 0.0  # % of one core
     clients_cpu: float = 0.0  # the worker processes, % of one core
-    others: float = 0.0  # % of the machine (both cores) used by other processes
+    others: float = 0.0  # % of the daemon's core that other processes took (or was stolen)
     stalled_close: str = ""  # what became of the stalled client
     problems: list[str] = field(default_factory=list)
 
@@ -436,6 +442,7 @@ class Bench:
         self.workers: list[Worker] = []
         self.web_port = free_port()
         self.hub_port = free_port()
+        self.up_s = 0.0  # from its start to the AMI login (most of it: reading the config)
         self.connect_s = 0.0
         self.events: Counter[str] = Counter()
 
@@ -449,6 +456,9 @@ class Bench:
             argv = [str(HERE / "popups_naive.py"), "--config", str(config)]
         else:
             argv = ["-m", "pbxlink", "run", "--config", str(config)]
+        if self.args.profile is not None:
+            out = self.args.profile / f"daemon-{self.hub}-{self.operators}.prof"
+            argv[0:0] = ["-m", "cProfile", "-o", str(out)]
         self.daemon = await asyncio.create_subprocess_exec(
             sys.executable,
             *argv,
@@ -474,7 +484,8 @@ class Bench:
             raise RuntimeError(f"{failed} clients could not connect: {errors}")
 
     async def _wait_up(self) -> None:
-        deadline = time.monotonic() + 60
+        started = time.monotonic()
+        deadline = started + START_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.daemon is not None
             if self.daemon.returncode is not None:
@@ -482,9 +493,12 @@ class Bench:
             with contextlib.suppress(OSError):
                 got = await asyncio.to_thread(metrics, self.web_port, 1.0)
                 if got.get("pbxlink_ami_link_up") == 1.0:
+                    self.up_s = time.monotonic() - started
                     return
             await asyncio.sleep(0.1)
-        raise RuntimeError(f"the daemon did not log in within 60 s; see {self.dir}")
+        raise RuntimeError(
+            f"the daemon did not log in within {START_TIMEOUT_S:g} s; see {self.dir}"
+        )
 
     async def stop(self) -> int | None:
         for worker in self.workers:
@@ -502,13 +516,11 @@ class Bench:
         return code
 
     def _cpu(self) -> tuple[float, float, float, float]:
-        """(wall, daemon CPU s, workers' CPU s, CPU s of everyone but this benchmark)."""
+        """(wall, daemon CPU s, workers' CPU s, the daemon's core busy s, whoever ran there)."""
         assert self.daemon is not None
         daemon = cpu_seconds(self.daemon.pid)
         workers = sum(w.cpu_s for w in self.workers)
-        own = os.times()
-        ours = daemon + workers + own.user + own.system
-        return time.monotonic(), daemon, workers, core_busy_s(None) - ours
+        return time.monotonic(), daemon, workers, core_busy_s(self.daemon_cpu)
 
     async def measure(self, rate: int, *, stall: bool = False) -> Point:
         args = self.args
@@ -521,15 +533,17 @@ class Bench:
                 self.stalled_seat.token,
                 Recorder(),
                 wallboard=True,
-                stall=True,
                 rcvbuf=STALLED_RCVBUF,
             )
-        logins = self.events["sim.client_logged_in"]
+        events = self.events.copy()
         warm = RING_S + TALK_S + 1.0
         m0 = await asyncio.to_thread(metrics, self.web_port)
         play = asyncio.create_task(self.pbx.play(rate, warm + args.duration))
         await asyncio.sleep(warm)
         c0 = self._cpu()
+        stalled_at = time.time()
+        if stalled is not None:
+            stalled.pause()  # the tab freezes as the window starts
         await asyncio.sleep(args.duration)
         c1 = self._cpu()
         calls = await play
@@ -537,35 +551,44 @@ class Bench:
             stalled.resume()  # the tab wakes up once its calls are over
         received = await self._drain(len(calls))
         m1 = await asyncio.to_thread(metrics, self.web_port)
-        records = await self._collect()
-        measured = calls[round(warm * rate) :]
-        self._join(point, measured, records)
+        self._join(point, calls[round(warm * rate) :], await self._collect())
         wall = c1[0] - c0[0]
         point.daemon_cpu = (c1[1] - c0[1]) / wall * 100
         point.clients_cpu = (c1[2] - c0[2]) / wall * 100
-        point.others = max(0.0, (c1[3] - c0[3]) / wall / (os.cpu_count() or 1) * 100)
+        point.others = max(0.0, (c1[3] - c0[3]) / wall * 100 - point.daemon_cpu)
         sent = m1["pbxlink_hub_frames_sent_total"] - m0["pbxlink_hub_frames_sent_total"]
         point.frames_s = sent / (warm + args.duration)  # the calls played, at their rate
         closed = {k: v for k, v in received["closed"].items() if v}
         if closed:
             point.problems.append(f"clients closed: {closed}")
-        if self.events["sim.client_logged_in"] != logins or self.events["sim.client_too_slow"]:
-            point.problems.append("the AMI link dropped (the daemon fell behind)")
+        lost = {k: v for k, v in (self.events - events).items() if k in AMI_TROUBLE}
+        if lost:
+            point.problems.append(f"the AMI link dropped (the daemon fell behind): {lost}")
         if stalled is not None:
             await asyncio.sleep(0.5)  # its close frame, if it was dropped, is read by now
-            dropped = m1["pbxlink_hub_dropped_slow_total"] - m0["pbxlink_hub_dropped_slow_total"]
-            code = stalled.close_code
-            point.stalled_close = f"closed {code}" if code else "still connected"
-            if dropped:
-                point.stalled_close += " (hub dropped it as too slow)"
+            point.stalled_close = self._stalled_fate(stalled, stalled_at)
             stalled.close()
+        self._verdict(point)
+        return point
+
+    def _stalled_fate(self, client: WsClient, since: float) -> str:
+        """What the hub did with the client that stopped reading, and when (its log)."""
+        if client.close_code is None:
+            return "still connected"
+        fate = f"closed {client.close_code}"
+        for line in (self.dir / "daemon.log").read_text().splitlines():
+            if '"hub.dropped_slow"' in line and self.stalled_seat.name in line:
+                at = dt.datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+                fate += f" as too slow {at - since:.1f} s after it stopped reading"
+        return fate
+
+    def _verdict(self, point: Point) -> None:
         if point.missing:
             point.problems.append(f"{point.missing} of {point.expected} frames never arrived")
         if point.misrouted:
             point.problems.append(f"{point.misrouted} popups at the wrong operator")
-        if point.ringing and pct(point.ringing, 99) * 1000 > args.max_p99_ms:
-            point.problems.append(f"p99 over {args.max_p99_ms:g} ms")
-        return point
+        if point.ringing and pct(point.ringing, 99) * 1000 > self.args.max_p99_ms:
+            point.problems.append(f"p99 over {self.args.max_p99_ms:g} ms")
 
     async def _drain(self, calls: int) -> dict[str, Any]:
         """Wait until the clients have every timed frame of the calls played (or DRAIN_S)."""
@@ -619,7 +642,8 @@ class Bench:
 
 HEAD = (
     "| hub | operators | calls/s | popups timed | p50 ms | p99 ms | max ms | wallboards p99 ms "
-    "| answered+ended p99 ms | frames/s | daemon CPU % | clients CPU % | others % | verdict |"
+    "| answered+ended p99 ms | frames/s | daemon CPU % | clients CPU % | others % on its core "
+    "| verdict |"
 )
 
 
@@ -726,18 +750,15 @@ async def run_all(args: argparse.Namespace, tmp: Path) -> list[Point]:
             try:
                 await bench.start()
                 print(
-                    f"<!-- {hub}: {operators + args.supervisors:,} clients connected in "
-                    f"{bench.connect_s:.1f} s -->",
+                    f"<!-- {hub}: daemon up in {bench.up_s:.1f} s, {len(bench.seats):,} "
+                    f"clients connected in {bench.connect_s:.1f} s -->",
                     flush=True,
                 )
                 for rate in args.rates:
-                    point = await bench.measure(rate)
+                    point = await measure(bench, rate)
                     points.append(point)
-                    print(row(point), flush=True)
                     if rate == args.stall_rate:
-                        stalled = await bench.measure(rate, stall=True)
-                        points.append(stalled)
-                        print(row(stalled), flush=True)
+                        points.append(await measure(bench, rate, stall=True))
                     if not point.ok and rate >= GOAL_RATE:
                         break
             finally:
@@ -745,6 +766,18 @@ async def run_all(args: argparse.Namespace, tmp: Path) -> list[Point]:
                 if code != 0:
                     print(f"<!-- {hub}: the daemon exited {code}; see {bench.dir} -->")
     return points
+
+
+async def measure(bench: Bench, rate: int, *, stall: bool = False) -> Point:
+    """A rate, measured again (up to --retries) when it failed while other processes took a
+    share of the daemon's core: on a shared machine the failure may not be the daemon's."""
+    for attempt in range(bench.args.retries + 1):
+        point = await bench.measure(rate, stall=stall)
+        again = not point.ok and point.others > DISTURBED_PCT and attempt < bench.args.retries
+        print(row(point) + (" (others on its core: measured again)" if again else ""), flush=True)
+        if not again:
+            break
+    return point
 
 
 def _counter(events: Counter[str]) -> Any:
@@ -768,8 +801,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="client worker processes")
     ap.add_argument("--max-p99-ms", type=float, default=100.0, help="sustained: p99 below")
     ap.add_argument("--quiet-wait", type=float, default=10.0, help="s to wait for a quiet machine")
+    ap.add_argument("--retries", type=int, default=1, help="again if others took its core")
     ap.add_argument("--quick", action="store_true", help="200 operators, 10 and 100 calls/s, 3 s")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
+    ap.add_argument("--profile", type=Path, metavar="DIR", help="cProfile the daemon into DIR")
     args = ap.parse_args(argv)
     if args.quick:
         args.operators, args.rates, args.duration = "200", "10,100", 3.0

@@ -58,17 +58,14 @@ class Recorder:
 
 
 class WsClient(asyncio.Protocol):
-    """One popup page: handshake, hello, then frames to the recorder. `stall` stops reading
-    after the welcome, as a frozen tab does (its socket buffers fill, then the hub's)."""
+    """One popup page: handshake, hello, then frames to the recorder. `pause()` stops reading,
+    as a frozen tab does (its socket buffers fill, then the hub's)."""
 
-    def __init__(
-        self, port: int, token: str, recorder: Recorder, *, wallboard: bool, stall: bool = False
-    ) -> None:
+    def __init__(self, port: int, token: str, recorder: Recorder, *, wallboard: bool) -> None:
         self.port = port
         self.token = token
         self.recorder = recorder
         self.wallboard = wallboard
-        self.stall = stall
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.upgraded = False
@@ -104,8 +101,6 @@ class WsClient(asyncio.Protocol):
             self._frame(buf[pos] & 0x0F, bytes(buf[start:end]), now)
             pos = end
         del buf[:pos]
-        if self.stall and self.welcomed.done() and self.transport is not None:
-            self.transport.pause_reading()
 
     def _upgrade(self) -> bool:
         end = self.buf.find(b"\r\n\r\n")
@@ -144,9 +139,13 @@ class WsClient(asyncio.Protocol):
         masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
         self.transport.write(bytes([0x80 | opcode]) + length + mask + masked)
 
+    def pause(self) -> None:
+        """The tab freezes: nothing more is read from the socket."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
     def resume(self) -> None:
         """The frozen tab wakes up: read what waited (its close frame, if it was dropped)."""
-        self.stall = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -171,7 +170,6 @@ async def connect(
     recorder: Recorder,
     *,
     wallboard: bool,
-    stall: bool = False,
     rcvbuf: int = 0,
     timeout: float = 60.0,
 ) -> WsClient:
@@ -186,7 +184,7 @@ async def connect(
     sock.setblocking(False)
     await loop.sock_connect(sock, ("127.0.0.1", port))
     _, client = await loop.create_connection(
-        lambda: WsClient(port, token, recorder, wallboard=wallboard, stall=stall), sock=sock
+        lambda: WsClient(port, token, recorder, wallboard=wallboard), sock=sock
     )
     async with asyncio.timeout(timeout):
         await client.welcomed
