@@ -15,7 +15,15 @@ checked against them) and written straight into a database that `schema.connect`
 created, its indexes dropped during the load and recreated from their own SQL after it. The
 file is cached (`benchmarks/.data/`) so a re-run only measures.
 
-Run: `python benchmarks/calllog.py [--calls N] [--db PATH]`; results in docs/benchmarks.md.
+What is timed, on the reader connection the API uses (`CallLogStore.reader`), each after one
+untimed run: `query.page` for a filtered first page and for the page 1,001 reached by following
+1,000 `next_cursor`s, next to LIMIT/OFFSET with the layer's own conditions and order (the two
+must return the same calls); `servicelevel.service_level` and `query.by_day` for June by day;
+`query.iter_csv` for June, next to a bare csv.writer over the same SELECT. Each phase reports
+the share of the machine other processes took meanwhile.
+
+Run: `python benchmarks/calllog.py [--calls N] [--db PATH] [--only pages,aggregates,csv]`
+(`--generate-only` makes the cached file and stops); results in docs/benchmarks.md.
 """
 
 from __future__ import annotations
