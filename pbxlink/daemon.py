@@ -149,7 +149,9 @@ class Daemon:
             on_down=lambda at: self._dispatch(self.tracker.link_down(at)),
             clock=self.clock,
         )
-        app = make_app(cfg, self, self.metrics, directory=self.directory, store=self.store)
+        app = make_app(
+            cfg, self, self.metrics, directory=self.directory, store=self.store, hub=self.hub
+        )
         web = await serve(app, cfg.web.host, cfg.web.port)
         self.web_port = web.port
         self.hub.origins = frozenset(default_origins(cfg, web.port))  # the bound port

@@ -21,20 +21,25 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from test_calls_api import TOKENS, FakeStatus, Log, app_config, opened_log
 
 from pbxlink.calls.record import RECORD_FIELDS
+from pbxlink.hub import Hub
 from pbxlink.web import Metrics, make_app, openapi, serve
 from pbxlink.web.auth import route_access
-from pbxlink.web.recordings import add_routes as add_recording_routes
-from pbxlink.web.servicelevel import add_routes as add_servicelevel_routes
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 
 def full_app(lg: Log) -> web.Application:
-    """make_app with everything it can mount, and the modules mounted beside it."""
-    app = make_app(app_config(), FakeStatus(), Metrics(), directory=lg.directory, store=lg.store)
-    add_servicelevel_routes(app, lg.store)
-    add_recording_routes(app, lg.store, app_config())
-    return app
+    """make_app with everything it can mount (the hub is built, not started: /api/hub only
+    reads its address)."""
+    config = app_config()
+    return make_app(
+        config,
+        FakeStatus(),
+        Metrics(),
+        directory=lg.directory,
+        store=lg.store,
+        hub=Hub(config, directory=lg.directory),
+    )
 
 
 @pytest.fixture

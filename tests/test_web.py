@@ -32,7 +32,8 @@ ME = {
     "supervisor": {"name": "Sandro", "extensions": ["200", "201"], "role": "supervisor"},
     "admin": {"name": "Ana", "extensions": [], "role": "admin"},
 }
-PUBLIC = {"/healthz", "/metrics"}
+# what anyone may fetch: probes, the API's description and the page (which holds no data)
+PUBLIC = {"/healthz", "/metrics", "/api/openapi.json", "/", "/static/{name}"}
 
 
 @dataclass
@@ -147,7 +148,7 @@ async def assert_error(resp: aiohttp.ClientResponse, status: int, code: str) -> 
 # -- authentication: secure by default ------------------------------------------------------------
 
 
-def test_public_routes_are_exactly_health_and_metrics(app: web.Application) -> None:
+def test_public_routes_are_exactly_probes_openapi_and_the_page(app: web.Application) -> None:
     public = {r.resource.canonical for r in app.router.routes() if route_access(r) == "public"}
     assert public == PUBLIC
 

@@ -6,10 +6,36 @@ http://pbx.example.com:8080/ connects to ws://pbx.example.com:8081/ without conf
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from pbxlink.hub.messages import VERSION
 from pbxlink.hub.server import Hub
+from pbxlink.web.openapi import BEARER, error, json_body, obj
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/hub": {
+        "get": {
+            "operationId": "getHub",
+            "summary": "Where the popup WebSocket is (docs/popup-protocol.md)",
+            "tags": ["popups"],
+            "security": BEARER,
+            "responses": {
+                "200": json_body(
+                    "the hub's URL for this page's host",
+                    obj(
+                        {
+                            "url": {"type": "string", "pattern": "^wss?://"},
+                            "protocol_version": {"type": "integer"},
+                        }
+                    ),
+                ),
+                "401": error("no or an invalid token"),
+            },
+        }
+    }
+}
 
 HUB = web.AppKey("hub", Hub)
 

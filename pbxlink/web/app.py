@@ -16,6 +16,8 @@ from aiohttp import web
 
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.config import Config
+from pbxlink.hub import Hub
+from pbxlink.hub.web import add_routes as add_hub_routes
 from pbxlink.web import openapi
 from pbxlink.web.auth import auth_middleware, operator_of, public
 from pbxlink.web.calls import add_routes as add_call_routes
@@ -23,6 +25,9 @@ from pbxlink.web.clients import Directory
 from pbxlink.web.clients import add_routes as add_client_routes
 from pbxlink.web.errors import error_middleware
 from pbxlink.web.metrics import CONTENT_TYPE, Metrics
+from pbxlink.web.page import add_routes as add_page_routes
+from pbxlink.web.recordings import add_routes as add_recording_routes
+from pbxlink.web.servicelevel import add_routes as add_service_level_routes
 
 MAX_BODY = 1 << 20  # 1 MiB: JSON for a client card or a filter, never uploads of media
 SHUTDOWN_S = 5.0  # how long open requests (later: websockets) get to finish on shutdown
@@ -65,11 +70,14 @@ def make_app(
     *,
     directory: Directory | None = None,
     store: CallLogStore | None = None,
+    hub: Hub | None = None,
 ) -> web.Application:
     """The app; it also binds `metrics` to `status`, so /metrics and /healthz agree.
 
-    With a `directory`, the client API is mounted under /api/clients; with a `store`, the
-    call log API under /api/calls. /api/openapi.json describes whatever is mounted.
+    Always: the operator page at `/`. With a `directory`, the client API under /api/clients;
+    with a `store`, the call log API under /api/calls, its recordings and the service level;
+    with a `hub`, /api/hub (where the page finds the popups). /api/openapi.json describes
+    whatever is mounted.
     """
     app = web.Application(
         middlewares=[error_middleware, auth_middleware(config)], client_max_size=MAX_BODY
@@ -87,6 +95,11 @@ def make_app(
         add_client_routes(app, directory)
     if store is not None:
         add_call_routes(app, store, directory)
+        add_recording_routes(app, store, config)
+        add_service_level_routes(app, store)
+    if hub is not None:
+        add_hub_routes(app, hub)
+    add_page_routes(app)
     return app
 
 

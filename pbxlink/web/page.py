@@ -19,11 +19,13 @@ import struct
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from pbxlink.web.auth import public
 from pbxlink.web.errors import ApiError
+from pbxlink.web.openapi import error
 
 STATIC = Path(__file__).resolve().parent / "static"
 CSP = "; ".join(
@@ -52,6 +54,34 @@ HEADERS = {
     "Content-Security-Policy": CSP,
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
+}
+
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/": {
+        "get": {
+            "operationId": "getOperatorPage",
+            "summary": "The operator page (sign in with a token)",
+            "tags": ["page"],
+            "security": [],
+            "responses": {"200": {"description": "the page", "content": {"text/html": {}}}},
+        }
+    },
+    "/static/{name}": {
+        "get": {
+            "operationId": "getStaticFile",
+            "summary": "A file of the operator page (script, style, icon, sound)",
+            "tags": ["page"],
+            "security": [],
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "the file", "content": {"*/*": {}}},
+                "404": error("no such file"),
+            },
+        }
+    },
 }
 
 
