@@ -20,12 +20,10 @@ from typing import Any
 
 import aiohttp
 
-from pbxlink import daemon as daemon_module
 from pbxlink.config import Config, hash_token, parse
 from pbxlink.daemon import Daemon
 from pbxlink.sim.scenario import load_scenarios
 from pbxlink.sim.server import AmiSimulator
-from pbxlink.web import page
 
 from conftest import ROOT, need
 
@@ -102,23 +100,6 @@ async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-def _with_page(make_app: Callable[..., Any]) -> Callable[..., Any]:
-    """make_app, plus the page and /api/hub where make_app does not mount them (yet)."""
-
-    def wrapped(config: Config, status: Any, *args: Any, **kwargs: Any) -> Any:
-        app = make_app(config, status, *args, **kwargs)
-        mounted = {r.resource.canonical for r in app.router.routes() if r.resource}
-        if "/" not in mounted:
-            page.add_routes(app)
-        if "/api/hub" not in mounted and isinstance(status, Daemon):
-            from pbxlink.hub import web as hub_web
-
-            hub_web.add_routes(app, status.hub)
-        return app
-
-    return wrapped
-
-
 @dataclass(slots=True)
 class Running:
     daemon: Daemon
@@ -134,8 +115,6 @@ async def running_daemon(
     state: Path, *, speed: float = 2.0, **sections: dict[str, Any]
 ) -> AsyncIterator[Running]:
     """The daemon logged in to a simulator; stopped (exit code 0) afterwards."""
-    original = daemon_module.make_app
-    daemon_module.make_app = _with_page(original)
     sim = AmiSimulator(
         load_scenarios(),
         secret=AMI_SECRET,
@@ -152,7 +131,6 @@ async def running_daemon(
             assert not task.done(), "the daemon stopped at start-up"
             yield Running(daemon, sim)
         finally:
-            daemon_module.make_app = original
             daemon.stop()
             assert await asyncio.wait_for(task, 10) == 0
 
