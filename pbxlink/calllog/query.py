@@ -423,7 +423,10 @@ def _effective_extensions(
 
 
 def _ring_rule(f: CallFilter, role: str) -> tuple[Any, ...]:
-    """The `missed` rule as a term and its parameters: those statuses need a ring."""
+    """The `missed` rule as a term and its parameters: those statuses need a ring. When all
+    of them do, the term is on the role alone, which the extension index holds."""
+    if set(f.missed_rang) == set(f.statuses):
+        return (f"{role} = 'rang'",)
     return (f"({role} = 'rang' OR c.status NOT IN ({_marks(f.missed_rang)}))", *f.missed_rang)
 
 
@@ -567,8 +570,10 @@ async def _sorted_arm(
     Sorting them costs ~5 us a call (a row lookup each); scanning the sort index while
     checking each entry's call_id against a set of them costs ~0.2 us a call to build the
     set and ~0.3 us an entry, limit * total / n entries; scanning it and reading each row
-    to check it costs ~5 us an entry. Measured on SQLite 3.40; the break-evens follow.
-    A number or a client leaves few calls: SQLite's planner sorts them itself."""
+    to check it costs ~5 us an entry. Measured on SQLite 3.40; the break-evens follow. An
+    extension's calls are counted up to the first only (counting them all would cost what
+    the set does): past it, the set. A number or a client leaves few calls: SQLite's
+    planner sorts them itself."""
     key = f"c.{column}"
     if f.number_forms or f.client_id is not None:
         return _Arm("calls AS c", key, "c.call_id", _conditions(f, scope))
@@ -589,7 +594,8 @@ async def _sorted_arm(
         if await _at_most(db, sort_up_to, driver, ids.params):
             source = f"({driver}) AS d CROSS JOIN calls AS c ON c.call_id = d.call_id"
             return _Arm(source, key, "c.call_id", w, tuple(ids.params))
-        w.add(f"c.call_id IN ({driver})", *ids.params)
+        members = f"SELECT call_id FROM call_extensions WHERE {ids.sql()}"  # IN drops repeats
+        w.add(f"c.call_id IN ({members})", *ids.params)
         return _Arm(by_index, key, "c.call_id", w)
     w = _conditions(f, scope)
     if (f.since is None and f.until is None) or in_period > set_up_to:
