@@ -19,7 +19,7 @@ What is timed, on the reader connection the API uses (`CallLogStore.reader`), ea
 untimed run: `query.page` for a filtered first page and for the page 1,001 reached by following
 1,000 `next_cursor`s, next to LIMIT/OFFSET with the layer's own conditions and order (the two
 must return the same calls); `servicelevel.service_level` and `query.by_day` for June by day;
-`query.iter_csv` for June, next to a bare csv.writer over the same SELECT. Each phase reports
+`export.iter_csv` for June, next to a bare csv.writer over the same SELECT. Each phase reports
 the share of the machine other processes took meanwhile.
 
 Run: `python benchmarks/calllog.py [--calls N] [--db PATH] [--only pages,aggregates,csv]`
@@ -55,6 +55,8 @@ import aiosqlite
 from lookup import Others, Series, size_mb, wait_quiet
 
 from pbxlink.calllog import query
+from pbxlink.calllog.export import CSV_BATCH, iter_csv
+from pbxlink.calllog.params import day_start
 from pbxlink.calllog.rows import COLUMNS, extension_rows, from_row, to_row
 from pbxlink.calllog.schema import MIGRATIONS, connect, migrate
 from pbxlink.calllog.servicelevel import Query as SlQuery
@@ -725,7 +727,7 @@ async def follow(
 async def export(db: aiosqlite.Connection, f: query.CallFilter) -> int:
     """The CSV export as the API streams it; returns the rows (the header not counted)."""
     lines = 0
-    async for chunk in query.iter_csv(db, f, scope=None):
+    async for chunk in iter_csv(db, f, scope=None):
         lines += chunk.count(b"\r\n")  # no generated name or number holds a line break
     return lines - 1
 
@@ -738,7 +740,7 @@ async def bare_csv(db: aiosqlite.Connection, f: query.CallFilter) -> int:
     writer = csv.writer(out, lineterminator="\r\n")
     n = 0
     async with db.execute(sql, params) as cur:
-        while rows := await cur.fetchmany(query.CSV_BATCH):
+        while rows := await cur.fetchmany(CSV_BATCH):
             writer.writerows(rows)
             out.getvalue().encode()
             out.seek(0)
@@ -800,7 +802,7 @@ async def deep(
 
 async def aggregates(db: aiosqlite.Connection, june: query.CallFilter) -> list[Result]:
     """A month by day: the supervisor's service level, and the log's daily totals."""
-    start, end = (query.day_start(d, TZ) for d in MONTH)
+    start, end = (day_start(d, TZ) for d in MONTH)
     sl = Series("service level, June by day (`servicelevel.service_level`)")
     report = await timed(sl, 10, partial(service_level, db, SlQuery(start, end, TZ)))
     note = f"{len(report.groups)} days, {report.total.offered:,} calls offered"
@@ -813,7 +815,7 @@ async def exports(db: aiosqlite.Connection, june: query.CallFilter) -> list[Resu
     """A month as CSV, next to the floor of a bare csv.writer over the same rows."""
     bare = Series("CSV floor: csv.writer over the plain SELECT, June")
     n = await timed(bare, 3, partial(bare_csv, db, june))
-    series = Series("CSV export, June (`query.iter_csv`)")
+    series = Series("CSV export, June (`export.iter_csv`)")
     rows = await timed(series, 3, partial(export, db, june))
     if rows != n:
         raise SystemExit(f"CHECK FAILED: the export has {rows:,} rows, the SELECT {n:,}")

@@ -28,8 +28,9 @@ import aiosqlite
 import pytest
 from multidict import MultiDict
 
-from pbxlink.calllog import CallLogStore
+from pbxlink.calllog import CallLogStore, export
 from pbxlink.calllog import query as q
+from pbxlink.calllog.params import MAX_VALUES, QueryError
 from pbxlink.calllog.rows import from_row
 from pbxlink.calls.record import CallRecord, iso_utc
 from pbxlink.clients.directory import Directory
@@ -391,7 +392,7 @@ async def test_random_filters_pages_totals_days_and_csv_agree_with_the_records(l
             assert d["missed"] == len(missed_of(those, params))
             assert d["abandoned"] == len(missed_of(those, params, ("abandoned",)))
 
-        exported = b"".join([c async for c in q.iter_csv(log.db, f, scope=scope, batch=limit)])
+        exported = b"".join([c async for c in export.iter_csv(log.db, f, scope=scope, batch=limit)])
         lines = list(csv.DictReader(io.StringIO(exported.decode("utf-8"), newline="")))
         assert [line["call_id"] for line in lines] == ordered(want, "-started_at")
     assert nonempty >= 30  # the filters were not all empty ones
@@ -630,14 +631,14 @@ async def test_a_page_a_hundred_deep_costs_what_the_first_costs(tmp_path: Path) 
     ids=str,
 )
 def test_a_bad_parameter_is_named(params: dict[str, str], param: str) -> None:
-    with pytest.raises(q.QueryError) as err:
+    with pytest.raises(QueryError) as err:
         parse(params)
     assert err.value.param == param
     assert param in str(err.value)
 
 
 def test_repeated_single_parameters_are_refused_and_lists_may_repeat() -> None:
-    with pytest.raises(q.QueryError) as err:
+    with pytest.raises(QueryError) as err:
         q.parse_filter(MultiDict([("queue", "a"), ("queue", "b")]), numbers=NUMBERS, tz=TZ)
     assert err.value.param == "queue"
     f = q.parse_filter(
@@ -649,7 +650,7 @@ def test_repeated_single_parameters_are_refused_and_lists_may_repeat() -> None:
     assert f.missed_rang == ("no_answer", "abandoned", "voicemail")  # busy was asked itself
     for params, param in (({"sort": "talk"}, "sort"), ({"limit": "0"}, "limit"),
                           ({"limit": "501"}, "limit"), ({"limit": "1e2"}, "limit")):  # fmt: skip
-        with pytest.raises(q.QueryError) as err:
+        with pytest.raises(QueryError) as err:
             q.parse_page(MultiDict(params))
         assert err.value.param == param
 
@@ -685,13 +686,13 @@ async def test_a_cursor_only_works_where_it_was_made(log: Log) -> None:
         q.encode_cursor("-started_at", 1.0, "x")[:-1],
     ]
     for bad in edits:
-        with pytest.raises(q.QueryError) as err:
+        with pytest.raises(QueryError) as err:
             await q.page(log.db, f, scope=None, limit=5, cursor=bad)
         assert err.value.param == "cursor"
-    with pytest.raises(q.QueryError, match="sort"):
+    with pytest.raises(QueryError, match="sort"):
         await q.page(log.db, f, scope=None, sort="-talk_s", limit=5, cursor=cursor)
     forged = q.encode_cursor("-started_at", "1", "x")  # type: ignore[arg-type]
-    with pytest.raises(q.QueryError):
+    with pytest.raises(QueryError):
         await q.page(log.db, f, scope=None, limit=5, cursor=forged)
 
 
@@ -718,7 +719,7 @@ async def test_a_cursor_only_works_where_it_was_made(log: Log) -> None:
     ],
 )
 def test_spreadsheet_formulas_are_defused(cell: str, safe: str) -> None:
-    assert q.safe_cell(cell) == safe
+    assert export.safe_cell(cell) == safe
 
 
 def test_fast_iso_is_iso_utc() -> None:
@@ -727,25 +728,25 @@ def test_fast_iso_is_iso_utc() -> None:
     values += [round(rng.uniform(1e9, 2e9), 6) for _ in range(20_000)]
     values += [rng.uniform(0, 2e9) for _ in range(20_000)]
     for value in values:
-        assert q.fast_iso(value) == iso_utc(value), value
+        assert export.fast_iso(value) == iso_utc(value), value
 
 
 async def test_csv_has_every_field_bom_on_request_and_defused_names(log: Log) -> None:
     f = parse({})
-    plain = b"".join([c async for c in q.iter_csv(log.db, f, scope=None, batch=37)])
-    with_bom = b"".join([c async for c in q.iter_csv(log.db, f, scope=None, bom=True)])
-    assert with_bom == q.BOM + plain
-    assert not plain.startswith(q.BOM)
+    plain = b"".join([c async for c in export.iter_csv(log.db, f, scope=None, batch=37)])
+    with_bom = b"".join([c async for c in export.iter_csv(log.db, f, scope=None, bom=True)])
+    assert with_bom == export.BOM + plain
+    assert not plain.startswith(export.BOM)
     text = plain.decode("utf-8")
     assert text.count("\r\n") == len(log.calls) + 1
     rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert tuple(rows[0]) == q.CSV_COLUMNS
+    assert tuple(rows[0]) == export.CSV_COLUMNS
     page = await q.page(log.db, f, scope=None, limit=q.MAX_LIMIT)
     for row, it in zip(rows[1:], page.items, strict=True):
-        cell = dict(zip(q.CSV_COLUMNS, row, strict=True))
+        cell = dict(zip(export.CSV_COLUMNS, row, strict=True))
         for name in ("call_id", "started_at", "answered_at", "direction", "status", "queue"):
             assert cell[name] == (it[name] or ""), name
-        assert cell["caller_name"] == q.safe_cell(it["caller_name"])
+        assert cell["caller_name"] == export.safe_cell(it["caller_name"])
         assert cell["extensions_rung"] == " ".join(it["extensions_rung"])
         assert float(cell["talk_s"]) == it["talk_s"]
         assert cell["client_name"] == (it["client_name"] or "")
@@ -756,7 +757,7 @@ async def test_csv_has_every_field_bom_on_request_and_defused_names(log: Log) ->
 
 
 async def test_an_export_stopped_half_way_leaves_the_reader_usable(log: Log) -> None:
-    chunks = q.iter_csv(log.db, parse({}), scope=None, batch=10)
+    chunks = export.iter_csv(log.db, parse({}), scope=None, batch=10)
     assert (await anext(chunks)).startswith(b"call_id,")
     await anext(chunks)
     await chunks.aclose()  # the client went away
@@ -859,7 +860,7 @@ async def read_csv(http: aiohttp.ClientSession, role: str, **params: Any) -> lis
         assert resp.headers["Content-Disposition"].startswith('attachment; filename="calls-')
         body = await resp.read()
     text = body.decode("utf-8-sig" if params.get("bom") == "true" else "utf-8")
-    assert body.startswith(q.BOM) == (params.get("bom") == "true")
+    assert body.startswith(export.BOM) == (params.get("bom") == "true")
     return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
@@ -984,7 +985,7 @@ async def test_a_failure_half_way_through_an_export_breaks_the_download(
         yield b"call_id\r\n1\r\n"
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(q, "iter_csv", failing)
+    monkeypatch.setattr(export, "iter_csv", failing)
     async with http.get("/api/calls.csv", headers=auth("admin")) as resp:
         assert resp.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
@@ -1002,6 +1003,6 @@ async def test_a_long_extension_list_is_one_query_and_too_long_a_list_a_400(log:
     assert [i["call_id"] for i in page.items] == ordered(
         expected(log.calls, params, None), "-started_at"
     )
-    with pytest.raises(q.QueryError) as err:
-        parse({"extension": ",".join(str(n) for n in range(q.MAX_VALUES + 1))})
+    with pytest.raises(QueryError) as err:
+        parse({"extension": ",".join(str(n) for n in range(MAX_VALUES + 1))})
     assert err.value.param == "extension"

@@ -16,22 +16,32 @@ from __future__ import annotations
 
 import base64
 import binascii
-import csv
 import dataclasses
 import datetime as dt
 import hashlib
 import hmac
-import io
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 import phonenumbers
 
+from pbxlink.calllog.params import (
+    QueryError,
+    choices,
+    date,
+    day_start,
+    flag,
+    given,
+    instant_of,
+    many,
+    one,
+    seconds,
+)
 from pbxlink.calllog.schema import DIRECTIONS, STATUSES
 from pbxlink.calls.record import RECORD_FIELDS, iso_utc
 from pbxlink.clients.numbers import PhoneNumbers
@@ -56,32 +66,14 @@ FILTER_PARAMS = (
 )
 # fmt: on
 PAGE_PARAMS = ("sort", "limit", "cursor")
-MAX_VALUE_CHARS = 128
-MAX_VALUES = 100  # of one repeatable parameter
 MAX_ARMS = 64  # beyond, one query with IN lists (sorted by SQLite) beats a merge this wide
 MAX_CLIENT_ID = (1 << 63) - 1
 MIN_FEW = 1_000  # talk/wait order: this many calls are always worth sorting
-CSV_BATCH = 5_000
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# '...T09:00:00+04:00' sent unencoded arrives as '...T09:00:00 04:00': the + was a space
-_SPACED_OFFSET = re.compile(
-    r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)"
-)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # The cursor's checksum key. Not a secret: a forged cursor only picks a position, which
 # from/until can do anyway; the scope applies to every page. It catches garbage and edits.
 _CURSOR_KEY = b"pbxlink.calllog.cursor.v1"
 MAX_CURSOR_CHARS = 1024
-
-
-class QueryError(ValueError):
-    """A query parameter that cannot be used; the API answers 400 naming `param`."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
-        self.message = message
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,103 +107,6 @@ class Page:
 
 
 # -- parsing ---------------------------------------------------------------------------------
-
-
-def _values(params: Mapping[str, str], key: str) -> list[str]:
-    getall = getattr(params, "getall", None)
-    if getall is not None:
-        return [str(v) for v in getall(key, [])]
-    return [params[key]] if key in params else []
-
-
-def _one(params: Mapping[str, str], key: str) -> str | None:
-    values = _values(params, key)
-    if len(values) > 1:
-        raise QueryError(key, "given more than once")
-    if not values:
-        return None
-    return _text(key, values[0])
-
-
-def _text(key: str, raw: str) -> str:
-    value = raw.strip()
-    if not value:
-        raise QueryError(key, "empty value")
-    if len(value) > MAX_VALUE_CHARS or _CONTROL.search(value):
-        raise QueryError(key, f"at most {MAX_VALUE_CHARS} printable characters")
-    return value
-
-
-def _many(params: Mapping[str, str], key: str) -> list[str]:
-    """A repeatable parameter: `?status=busy&status=failed` or `?status=busy,failed`."""
-    values = [_text(key, part) for raw in _values(params, key) for part in raw.split(",")]
-    if len(values) > MAX_VALUES:
-        raise QueryError(key, f"at most {MAX_VALUES} values")
-    return values
-
-
-def _choices(params: Mapping[str, str], key: str, allowed: Sequence[str]) -> list[str]:
-    values = _many(params, key)
-    for value in values:
-        if value not in allowed:
-            raise QueryError(key, f"expected one of {', '.join(allowed)}, got {value!r}")
-    return values
-
-
-def _seconds(params: Mapping[str, str], key: str) -> float | None:
-    raw = _one(params, key)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise QueryError(key, f"expected a number of seconds (0 or more), got {raw!r}")
-    return value
-
-
-def flag(params: Mapping[str, str], key: str) -> bool | None:
-    """A true/false (or 1/0) parameter; None when absent."""
-    raw = _one(params, key)
-    if raw is None:
-        return None
-    if raw in ("true", "1"):
-        return True
-    if raw in ("false", "0"):
-        return False
-    raise QueryError(key, f"expected true or false, got {raw!r}")
-
-
-def day_start(day: dt.date, tz: dt.tzinfo) -> float:
-    """When a local day begins, as epoch seconds (23 or 25 hours apart around DST)."""
-    return dt.datetime.combine(day, dt.time(), tzinfo=tz).timestamp()
-
-
-def _date(key: str, raw: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise QueryError(key, f"expected a date YYYY-MM-DD, got {raw!r}") from None
-
-
-def _instant(params: Mapping[str, str], key: str, tz: dt.tzinfo) -> float | None:
-    raw = _one(params, key)
-    if raw is None:
-        return None
-    if _DATE.fullmatch(raw):
-        return day_start(_date(key, raw), tz)
-    spaced = _SPACED_OFFSET.fullmatch(raw)
-    text = f"{spaced.group(1)}+{spaced.group(2)}" if spaced else raw
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise QueryError(
-            key, f"expected an ISO 8601 date-time with offset or a date, got {raw!r}"
-        ) from None
-    if when.tzinfo is None:
-        raise QueryError(key, f"{raw!r} has no UTC offset: add Z or +04:00, or give a date")
-    return when.timestamp()
 
 
 def number_forms(numbers: PhoneNumbers, raw: str) -> tuple[str, ...]:
@@ -261,38 +156,38 @@ def parse_filter(
         if key not in FILTER_PARAMS and key not in extra:
             known = ", ".join((*FILTER_PARAMS, *extra))
             raise QueryError(key, f"unknown parameter (known: {known})")
-    since, until = _instant(params, "from", tz), _instant(params, "until", tz)
-    day = _one(params, "day")
+    since, until = instant_of(params, "from", tz), instant_of(params, "until", tz)
+    day = one(params, "day")
     if day is not None:
         if since is not None or until is not None:
             raise QueryError("day", "give either day or from/until")
-        start = _date("day", day)
+        start = date("day", day)
         since, until = day_start(start, tz), day_start(start + dt.timedelta(days=1), tz)
     if since is not None and until is not None and until <= since:
         raise QueryError("until", "must be after from")
-    asked = _choices(params, "status", (*STATUSES, "missed"))
+    asked = choices(params, "status", (*STATUSES, "missed"))
     explicit = [s for s in asked if s != "missed"]
     missed = MISSED if "missed" in asked else ()
     statuses = sorted({*explicit, *missed}, key=STATUSES.index)
-    client = _one(params, "client")
+    client = one(params, "client")
     if client is not None and (not client.isdigit() or not 0 < int(client) <= MAX_CLIENT_ID):
         raise QueryError("client", f"expected a client id, got {client!r}")
-    number = _one(params, "number")
+    number = one(params, "number")
     f = CallFilter(
         since=since,
         until=until,
-        directions=tuple(dict.fromkeys(_choices(params, "direction", DIRECTIONS))),
+        directions=tuple(dict.fromkeys(choices(params, "direction", DIRECTIONS))),
         statuses=tuple(statuses),
         missed_rang=tuple(s for s in missed if s not in explicit),
-        extensions=tuple(dict.fromkeys(_many(params, "extension"))),
+        extensions=tuple(dict.fromkeys(many(params, "extension"))),
         number_forms=number_forms(numbers, number) if number is not None else (),
         client_id=int(client) if client is not None else None,
-        category=_one(params, "category"),
-        queue=_one(params, "queue"),
-        talk_min_s=_seconds(params, "talk_min_s"),
-        talk_max_s=_seconds(params, "talk_max_s"),
-        wait_min_s=_seconds(params, "wait_min_s"),
-        wait_max_s=_seconds(params, "wait_max_s"),
+        category=one(params, "category"),
+        queue=one(params, "queue"),
+        talk_min_s=seconds(params, "talk_min_s"),
+        talk_max_s=seconds(params, "talk_max_s"),
+        wait_min_s=seconds(params, "wait_min_s"),
+        wait_max_s=seconds(params, "wait_max_s"),
         too_long=flag(params, "too_long"),
         recorded=flag(params, "recorded"),
     )
@@ -305,16 +200,16 @@ def parse_filter(
 
 def parse_page(params: Mapping[str, str]) -> tuple[str, int, str | None]:
     """(sort, limit, cursor) of a list request."""
-    sort = _one(params, "sort") or DEFAULT_SORT
+    sort = one(params, "sort") or DEFAULT_SORT
     if sort not in SORTS:
         raise QueryError("sort", f"expected one of {', '.join(SORTS)}, got {sort!r}")
-    raw = _one(params, "limit")
+    raw = one(params, "limit")
     limit = DEFAULT_LIMIT
     if raw is not None:
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
             raise QueryError("limit", f"expected a whole number 1-{MAX_LIMIT}, got {raw!r}")
         limit = int(raw)
-    cursors = _values(params, "cursor")
+    cursors = given(params, "cursor")
     if len(cursors) > 1:
         raise QueryError("cursor", "given more than once")
     return sort, limit, cursors[0] if cursors else None
@@ -356,14 +251,14 @@ def decode_cursor(cursor: str, sort: str) -> tuple[float, str]:
 # -- SQL -------------------------------------------------------------------------------------
 
 _N = len(RECORD_FIELDS)
-_TIME_NAMES = tuple(name for name in RECORD_FIELDS if name.endswith("_at"))
-_LIST_NAMES = ("extensions_rung", "transferred_to")
-_TEXT_NAMES = (
+TIME_NAMES = tuple(name for name in RECORD_FIELDS if name.endswith("_at"))
+LIST_NAMES = ("extensions_rung", "transferred_to")
+TEXT_NAMES = (
     "call_id",
     "caller_number",
     "caller_name",
     "called_number",
-    *_LIST_NAMES,
+    *LIST_NAMES,
     "answered_by",
     "queue",
     "ivr_digits",
@@ -708,9 +603,9 @@ def item(row: Sequence[Any]) -> dict[str, Any]:
     Built straight from the row: through a CallRecord (`dataclasses.asdict`) a 500-row page
     spent 20 ms here, ten times the query. tests/test_calls_api.py checks both agree."""
     out = dict(zip(RECORD_FIELDS, row[:_N], strict=True))
-    for name in _TIME_NAMES:
+    for name in TIME_NAMES:
         out[name] = iso_utc(out[name])
-    for name in _LIST_NAMES:
+    for name in LIST_NAMES:
         out[name] = json.loads(out[name])
     out["partial"] = bool(out["partial"])
     client_id, too_long, name, category = row[_N : _N + 4]
@@ -870,121 +765,3 @@ async def by_day(
         }
         for day, acc in sorted(days.items())
     ]
-
-
-# -- CSV -------------------------------------------------------------------------------------
-
-# ITEM_COLUMNS' order: a row needs no reordering
-CSV_COLUMNS = (*RECORD_FIELDS, "client_id", "too_long", "client_name", "client_category")
-BOM = "\ufeff".encode()
-_TIMES = tuple(RECORD_FIELDS.index(name) for name in _TIME_NAMES)
-_LISTS = tuple(RECORD_FIELDS.index(name) for name in _LIST_NAMES)
-_FLAGS = (RECORD_FIELDS.index("partial"), CSV_COLUMNS.index("too_long"))
-# cells anyone can write into (a caller ID, a client's name): guarded against formulas
-_TEXT = (
-    *(RECORD_FIELDS.index(name) for name in _TEXT_NAMES),
-    CSV_COLUMNS.index("client_name"),
-    CSV_COLUMNS.index("client_category"),
-)
-_RISKY = frozenset("=@+-\t\r")
-_NUMBERLIKE = re.compile(r"[+-][0-9][0-9 ().-]*")
-_HOURS: dict[int, str] = {}
-_MINUTES_SECONDS = tuple(f"{m:02d}:{s:02d}." for m in range(60) for s in range(60))
-_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
-_JOINED: dict[str, str] = {}
-_CACHE_MAX = 20_000  # entries in each cache: two years of hours
-
-
-def safe_cell(value: str) -> str:
-    """A text cell a spreadsheet will not run: `=`, `@`, tab, CR, or `+`/`-` not starting
-    a plain number get a leading `'`; `+995555123456` and `-5` stay as they are."""
-    if value and value[0] in _RISKY and not _NUMBERLIKE.fullmatch(value):
-        return "'" + value
-    return value
-
-
-def fast_iso(ts: float) -> str:
-    """`iso_utc` at a third of the cost, for exports: the date and hour are formatted once an
-    hour, minutes, seconds and milliseconds looked up. The same rounding as
-    datetime.fromtimestamp (microseconds, half to even), then cut to milliseconds as
-    isoformat does; tests compare the two."""
-    if ts < 0:
-        return iso_utc(ts) or ""
-    frac, whole = math.modf(ts)
-    micros = round(frac * 1e6)
-    if micros >= 1_000_000:
-        whole, micros = whole + 1, micros - 1_000_000
-    hour, seconds = divmod(int(whole), 3600)
-    prefix = _HOURS.get(hour)
-    if prefix is None:
-        if len(_HOURS) >= _CACHE_MAX:
-            _HOURS.clear()
-        prefix = _HOURS[hour] = dt.datetime.fromtimestamp(hour * 3600, dt.UTC).strftime(
-            "%Y-%m-%dT%H:"
-        )
-    return prefix + _MINUTES_SECONDS[seconds] + _MILLIS[micros // 1000]
-
-
-def _joined(text: str) -> str:
-    """A JSON list of extensions as `101 102`; there are few distinct ones (ring groups)."""
-    out = _JOINED.get(text)
-    if out is None:
-        if len(_JOINED) >= _CACHE_MAX:
-            _JOINED.clear()
-        out = _JOINED[text] = " ".join(json.loads(text))
-    return out
-
-
-def _csv_row(row: Sequence[Any]) -> list[Any]:
-    """One CSV row of (sort key, call_id, ITEM_COLUMNS...): the export's inner loop."""
-    out: list[Any] = list(row[2:])
-    for i in _TIMES:
-        value = out[i]
-        out[i] = "" if value is None else fast_iso(value)
-    for i in _LISTS:
-        out[i] = _joined(out[i])
-    for i in _FLAGS:
-        out[i] = "true" if out[i] else "false"
-    for i in _TEXT:
-        value = out[i]
-        if value and value[0] in _RISKY:
-            out[i] = safe_cell(value)
-    return out
-
-
-def csv_chunks(rows: Iterable[Sequence[Any]], *, header: bool = False) -> bytes:
-    """Rows of `rows_after` as UTF-8 CSV (RFC 4180, CRLF), optionally after the header."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    if header:
-        writer.writerow(CSV_COLUMNS)
-    writer.writerows(map(_csv_row, rows))
-    return buf.getvalue().encode("utf-8", "replace")  # "replace": a lone surrogate in a name
-
-
-async def iter_csv(
-    db: aiosqlite.Connection,
-    f: CallFilter,
-    *,
-    scope: tuple[str, ...] | None,
-    bom: bool = False,
-    sort: str = DEFAULT_SORT,
-    batch: int = CSV_BATCH,
-) -> AsyncIterator[bytes]:
-    """The filtered calls as CSV: the header, then one chunk per batch of rows.
-
-    Each batch is its own short keyset query: the shared reader connection is never held
-    by a long export (other requests run between batches, and no read transaction stays
-    open for minutes keeping the WAL from being checkpointed). Fetching the next batch
-    while formatting this one gained nothing measurable (the GIL): kept simple."""
-    if sort not in SORTS:
-        raise QueryError("sort", f"expected one of {', '.join(SORTS)}, got {sort!r}")
-    yield (BOM if bom else b"") + csv_chunks((), header=True)
-    after: tuple[float, str] | None = None
-    while True:
-        rows = await rows_after(db, f, scope=scope, sort=sort, limit=batch, after=after)
-        if rows:
-            yield csv_chunks(rows)
-        if len(rows) < batch:
-            return
-        after = (rows[-1][0], rows[-1][1])

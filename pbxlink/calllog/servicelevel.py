@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from pbxlink.calllog.params import day_start
 from pbxlink.config import SL_VARIANTS, SlVariant
 
 Group = Literal["day", "hour", "extension", "queue"]
@@ -34,12 +35,6 @@ class Bucket:
 
 def _local(ts: float, tz: dt.tzinfo) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz)
-
-
-def day_start(day: dt.date, tz: dt.tzinfo) -> float:
-    """The instant the PBX-local day begins (where midnight does not exist: the first instant
-    after the jump, which is what fold=0 gives)."""
-    return dt.datetime.combine(day, dt.time(), tzinfo=tz).timestamp()
 
 
 def day_buckets(start: float, end: float, tz: dt.tzinfo) -> list[Bucket]:

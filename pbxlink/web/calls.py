@@ -23,13 +23,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from pbxlink.calllog import query
+from pbxlink.calllog import export, query
+from pbxlink.calllog.params import QueryError, flag
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import NotFound
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.web.auth import allows, operator_of
-from pbxlink.web.errors import ApiError
+from pbxlink.web.errors import ApiError, bad_request
 from pbxlink.web.openapi import BEARER, error, json_body, obj
 
 log = structlog.get_logger("pbxlink.web")
@@ -60,10 +61,6 @@ def add_routes(app: web.Application, store: CallLogStore, directory: Directory |
     app.router.add_get("/api/calls/{call_id}", calls.get)
 
 
-def _bad(exc: query.QueryError) -> ApiError:
-    return ApiError(400, "bad_request", str(exc), param=exc.param)
-
-
 def _scope(request: web.Request) -> tuple[str, ...] | None:
     """The extensions whose calls the request's operator sees; None: every call."""
     op = operator_of(request)
@@ -83,8 +80,8 @@ class _Calls:
         """The request's filter and the operator's scope (None: every call)."""
         try:
             f = query.parse_filter(request.query, numbers=self.numbers, tz=self.tz, extra=extra)
-        except query.QueryError as exc:
-            raise _bad(exc) from None
+        except QueryError as exc:
+            raise bad_request(exc) from None
         scope = _scope(request)
         for extension in f.extensions:
             if scope is not None and extension not in scope:
@@ -103,8 +100,8 @@ class _Calls:
             page = await query.page(
                 self.store.reader, f, scope=scope, sort=sort, limit=limit, cursor=cursor
             )
-        except query.QueryError as exc:
-            raise _bad(exc) from None
+        except QueryError as exc:
+            raise bad_request(exc) from None
         return web.json_response({"items": page.items, "next_cursor": page.next_cursor})
 
     async def totals(self, request: web.Request) -> web.Response:
@@ -138,9 +135,9 @@ class _Calls:
         f, scope = self._filter(request, CSV_PARAMS)
         try:
             sort = query.parse_page(request.query)[0]  # limit and cursor are refused above
-            bom = bool(query.flag(request.query, "bom"))
-        except query.QueryError as exc:
-            raise _bad(exc) from None
+            bom = bool(flag(request.query, "bom"))
+        except QueryError as exc:
+            raise bad_request(exc) from None
         started = time.perf_counter()
         stamp = dt.datetime.now(self.tz).strftime("%Y%m%d-%H%M")
         response = web.StreamResponse(
@@ -152,7 +149,7 @@ class _Calls:
         await response.prepare(request)
         sent = 0
         try:
-            async for chunk in query.iter_csv(
+            async for chunk in export.iter_csv(
                 self.store.reader, f, scope=scope, bom=bom, sort=sort
             ):
                 await response.write(chunk)

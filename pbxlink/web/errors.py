@@ -15,6 +15,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from pbxlink.calllog.params import QueryError
+
 log = structlog.get_logger("pbxlink.web")
 
 # Codes for the statuses aiohttp raises itself; anything else becomes "http_<status>".
@@ -63,6 +65,11 @@ class ApiError(Exception):
     def response(self) -> web.Response:
         body = {"error": self.code, "message": self.message, **self.extra}
         return web.json_response(body, status=self.status, headers=self.headers)
+
+
+def bad_request(exc: QueryError) -> ApiError:
+    """The 400 every read route answers for a query parameter it cannot use."""
+    return ApiError(400, "bad_request", str(exc), param=exc.param)
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:

@@ -6,15 +6,13 @@
     &group=day|hour|extension|queue       (default day)
     &queue=sales  &extension=101          only those calls
 
-Every figure is defined in docs/metrics.md. A bad or unknown parameter is a 400 `invalid`
-whose `field` names it: a typo (`grop=hour`) silently ignored would show the wrong figures.
+Every figure is defined in docs/metrics.md. A bad or unknown parameter is a 400 `bad_request`
+whose `param` names it: a typo (`grop=hour`) silently ignored would show the wrong figures.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import re
 import time
 from typing import Any, cast
 
@@ -23,12 +21,12 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from pbxlink.calllog import CallLogStore
+from pbxlink.calllog.params import QueryError, date, day_start, instant, one
 from pbxlink.calllog.servicelevel import (
     GROUPS,
     ExtensionTally,
     Group,
     Query,
-    day_start,
     extension_figures,
     figures,
     service_level,
@@ -36,7 +34,7 @@ from pbxlink.calllog.servicelevel import (
 from pbxlink.calls.record import iso_utc
 from pbxlink.config import SL_VARIANTS, Config
 from pbxlink.web.auth import operator_of, requires
-from pbxlink.web.errors import ApiError
+from pbxlink.web.errors import bad_request
 
 log = structlog.get_logger("pbxlink.web")
 
@@ -44,11 +42,6 @@ PATH = "/api/metrics/service-level"
 PARAMS = ("from", "until", "day", "group", "queue", "extension")
 MAX_DAYS = 366  # a year: longer periods are what exports are for
 MAX_HOUR_DAYS = 31  # group=hour: at most 744 groups
-MAX_VALUE_CHARS = 128
-
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# an unencoded '+04:00' arrives as ' 04:00' (a + in a query string is a space)
-_SPACED_OFFSET = re.compile(r"(.*T[\d:.]+) (\d{2}(?::?\d{2})?)")
 
 
 def add_routes(app: web.Application, store: CallLogStore) -> None:
@@ -58,67 +51,27 @@ def add_routes(app: web.Application, store: CallLogStore) -> None:
     app.router.add_get(PATH, _ServiceLevel(store, app[CONFIG]).get)
 
 
-def _invalid(param: str, message: str) -> ApiError:
-    return ApiError(400, "invalid", f"{param}: {message}", field=param)
-
-
-def _one(query: MultiMapping[str], key: str) -> str | None:
-    values = query.getall(key, [])
-    if not values:
-        return None
-    if len(values) > 1:
-        raise _invalid(key, "given more than once")
-    value = values[0].strip()
-    if not value or len(value) > MAX_VALUE_CHARS or not value.isprintable():
-        raise _invalid(key, f"expected 1 to {MAX_VALUE_CHARS} printable characters")
-    return value
-
-
-def _date(key: str, raw: str) -> dt.date:
-    if _DATE.fullmatch(raw):  # fromisoformat alone also takes 20261101 and 2026-W44-1
-        with contextlib.suppress(ValueError):
-            return dt.date.fromisoformat(raw)
-    raise _invalid(key, f"expected a date YYYY-MM-DD, got {raw!r}")
-
-
-def instant(key: str, raw: str, tz: dt.tzinfo) -> float:
-    """A date (its PBX-local start) or an ISO date-time with an offset, as epoch seconds."""
-    if _DATE.fullmatch(raw):
-        return day_start(_date(key, raw), tz)
-    spaced = _SPACED_OFFSET.fullmatch(raw)
-    text = f"{spaced.group(1)}+{spaced.group(2)}" if spaced else raw
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise _invalid(
-            key, f"expected a date or an ISO date-time with offset, got {raw!r}"
-        ) from None
-    if when.tzinfo is None:
-        raise _invalid(key, f"{raw!r} has no UTC offset: add Z or +04:00, or give a date")
-    return when.timestamp()
-
-
 def period(query: MultiMapping[str], tz: dt.tzinfo, now: float) -> tuple[float, float]:
     """[start, end) from day, or from/until (until defaults to now); default: today."""
-    day, since, until = (_one(query, k) for k in ("day", "from", "until"))
+    day, since, until = (one(query, k) for k in ("day", "from", "until"))
     if day is not None:
         if since is not None or until is not None:
-            raise _invalid("day", "give either day or from/until, not both")
-        first = _date("day", day)
+            raise QueryError("day", "give either day or from/until, not both")
+        first = date("day", day)
         return day_start(first, tz), day_start(first + dt.timedelta(days=1), tz)
     if since is None:
         if until is not None:
-            raise _invalid("from", "needed with until")
+            raise QueryError("from", "needed with until")
         today = dt.datetime.fromtimestamp(now, tz).date()
         return day_start(today, tz), day_start(today + dt.timedelta(days=1), tz)
     start = instant("from", since, tz)
     end = instant("until", until, tz) if until is not None else now
     if end <= start:
         if until is None:
-            raise _invalid("from", "is in the future (until defaults to now)")
-        raise _invalid("until", "must be after from")
+            raise QueryError("from", "is in the future (until defaults to now)")
+        raise QueryError("until", "must be after from")
     if end - start > MAX_DAYS * 86400 + 3600:  # + an hour: a year across a DST change
-        raise _invalid("until", f"the period may span at most {MAX_DAYS} days")
+        raise QueryError("until", f"the period may span at most {MAX_DAYS} days")
     return start, end
 
 
@@ -126,14 +79,14 @@ def parse(query: MultiMapping[str], config: Config, now: float) -> Query:
     """The request's Query; raises a 400 ApiError naming the first bad parameter."""
     for key in query:
         if key not in PARAMS:
-            raise _invalid(key, f"unknown parameter (known: {', '.join(PARAMS)})")
+            raise QueryError(key, f"unknown parameter (known: {', '.join(PARAMS)})")
     tz = config.tracker.pbx_timezone
     start, end = period(query, tz, now)
-    group = _one(query, "group") or "day"
+    group = one(query, "group") or "day"
     if group not in GROUPS:
-        raise _invalid("group", f"expected one of {', '.join(GROUPS)}, got {group!r}")
+        raise QueryError("group", f"expected one of {', '.join(GROUPS)}, got {group!r}")
     if group == "hour" and end - start > MAX_HOUR_DAYS * 86400 + 3600:
-        raise _invalid("group", f"group=hour covers at most {MAX_HOUR_DAYS} days")
+        raise QueryError("group", f"group=hour covers at most {MAX_HOUR_DAYS} days")
     t = config.thresholds
     return Query(
         start=start,
@@ -142,8 +95,8 @@ def parse(query: MultiMapping[str], config: Config, now: float) -> Query:
         group=cast(Group, group),  # checked against GROUPS above
         threshold_s=t.service_level_s,
         short_abandon_s=t.short_abandon_s,
-        queue=_one(query, "queue"),
-        extension=_one(query, "extension"),
+        queue=one(query, "queue"),
+        extension=one(query, "extension"),
     )
 
 
@@ -158,7 +111,10 @@ class _ServiceLevel:
 
     @requires("supervisor")
     async def get(self, request: web.Request) -> web.Response:
-        q = parse(request.query, self.config, time.time())
+        try:
+            q = parse(request.query, self.config, time.time())
+        except QueryError as exc:
+            raise bad_request(exc) from None
         started = time.perf_counter()
         report = await service_level(self.store.reader, q)
         variant = self.config.thresholds.service_level_variant
@@ -326,7 +282,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "description": "the figures",
                     "content": {"application/json": {"schema": REPORT_SCHEMA}},
                 },
-                "400": _error("a bad or unknown query parameter (named in `field`)"),
+                "400": _error("a bad or unknown query parameter (named in `param`)"),
                 "401": _error("no or an invalid token"),
                 "403": _error("an operator: this needs the supervisor role"),
             },
