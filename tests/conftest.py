@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,17 @@ from pbxlink.calls.tracker import CallTracker, TrackerConfig
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = Path(os.environ.get("PBXLINK_TRACES", ROOT.parent / "shared" / "traces"))
 STRICT = os.environ.get("PBXLINK_STRICT") == "1"
+
+
+@dataclass
+class FakeStatus:
+    """What the daemon shows /healthz and /metrics, for apps built without a daemon."""
+
+    ami_state: str = "up"
+    last_event_age_s: float | None = 1.5
+    calls_active: int = 0
+    store_queue_depth: int = 0
+    started_at: float = 0.0
 
 
 def need(condition: bool, why: str) -> None:

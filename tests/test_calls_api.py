@@ -38,6 +38,8 @@ from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.config import Config, Operator, hash_token
 from pbxlink.web import Metrics, make_app, serve
 
+from conftest import FakeStatus
+
 TZ = ZoneInfo("Europe/Berlin")
 NUMBERS = PhoneNumbers("GE")
 T0 = dt.datetime(2024, 3, 29, 20, 0, tzinfo=TZ).timestamp()  # DST starts on 31 March
@@ -793,15 +795,6 @@ SCOPES: dict[str, tuple[str, ...] | None] = {
     "admin": None,
 }
 ROUTES = ("/api/calls", "/api/calls/totals", "/api/calls/by-day", "/api/calls.csv")
-
-
-@dataclass
-class FakeStatus:
-    ami_state: str = "up"
-    last_event_age_s: float | None = 1.0
-    calls_active: int = 0
-    store_queue_depth: int = 0
-    started_at: float = 0.0
 
 
 def app_config() -> Config:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from pbxlink.config import Config, Operator, hash_token
 from pbxlink.web import Metrics, WebServer, make_app, serve
 from pbxlink.web.auth import route_access
 
+from conftest import FakeStatus
+
 TOKENS = {
     "operator": "op-token-101-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     "admin": "admin-token-cccccccccccccccccccccccccccccccccc",
@@ -29,15 +30,6 @@ TOKENS = {
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 256
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 256
 GIF = b"GIF89a" + b"\x00" * 256
-
-
-@dataclass
-class FakeStatus:
-    ami_state: str = "up"
-    last_event_age_s: float | None = 1.0
-    calls_active: int = 0
-    store_queue_depth: int = 0
-    started_at: float = 0.0
 
 
 def auth(role: str) -> dict[str, str]:

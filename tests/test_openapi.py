@@ -18,12 +18,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 from openapi_spec_validator import validate
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
-from test_calls_api import TOKENS, FakeStatus, Log, app_config, opened_log
+from test_calls_api import TOKENS, Log, app_config, opened_log
 
 from pbxlink.calls.record import RECORD_FIELDS
 from pbxlink.hub import Hub
 from pbxlink.web import Metrics, make_app, openapi, serve
 from pbxlink.web.auth import route_access
+
+from conftest import FakeStatus
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from pbxlink.config import Config, Operator, hash_token
 from pbxlink.web import Metrics, WebServer, make_app, serve
 from pbxlink.web.recordings import OPENAPI_PATHS, PATH, add_routes
 
+from conftest import FakeStatus
+
 T0 = 1_760_000_000.0
 TOKENS = {
     "nino": "op-token-101-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
@@ -28,15 +29,6 @@ TOKENS = {
     "admin": "admin-token-cccccccccccccccccccccccccccccccccc",
 }
 AUDIO = bytes(range(256)) * 4  # 1,024 bytes, every offset distinguishable mod 256
-
-
-@dataclass
-class FakeStatus:
-    ami_state: str = "up"
-    last_event_age_s: float | None = 1.0
-    calls_active: int = 0
-    store_queue_depth: int = 0
-    started_at: float = 0.0
 
 
 def auth(who: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,6 +25,8 @@ from pbxlink.web import Metrics, WebServer, make_app, serve
 from pbxlink.web.auth import route_access
 from pbxlink.web.servicelevel import OPENAPI_PATHS, PATH, REPORT_SCHEMA, add_routes
 
+from conftest import FakeStatus
+
 TBILISI = ZoneInfo("Asia/Tbilisi")  # +04:00 all year
 BERLIN = ZoneInfo("Europe/Berlin")  # CEST -> CET on 2026-10-25 03:00, CET -> CEST 2026-03-29
 TOKENS = {
@@ -33,15 +34,6 @@ TOKENS = {
     "supervisor": "sup-token-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
     "admin": "admin-token-cccccccccccccccccccccccccccccccccc",
 }
-
-
-@dataclass
-class FakeStatus:
-    ami_state: str = "up"
-    last_event_age_s: float | None = 1.0
-    calls_active: int = 0
-    store_queue_depth: int = 0
-    started_at: float = 0.0
 
 
 def at(tz: dt.tzinfo, text: str, fold: int = 0) -> float:

@@ -22,6 +22,8 @@ from pbxlink.config import Config, Operator, hash_token
 from pbxlink.web import Metrics, WebServer, make_app, read_object, requires, serve
 from pbxlink.web.auth import route_access
 
+from conftest import FakeStatus
+
 TOKENS = {
     "operator": "op-token-101-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     "supervisor": "sup-token-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
@@ -34,15 +36,6 @@ ME = {
 }
 # what anyone may fetch: probes, the API's description and the page (which holds no data)
 PUBLIC = {"/healthz", "/metrics", "/api/openapi.json", "/", "/static/{name}"}
-
-
-@dataclass
-class FakeStatus:
-    ami_state: str = "up"
-    last_event_age_s: float | None = 1.5
-    calls_active: int = 0
-    store_queue_depth: int = 0
-    started_at: float = 0.0
 
 
 def make_config() -> Config:
