@@ -885,7 +885,8 @@ async def test_each_route_shows_a_role_its_calls(
             continue
         call = await get_json(http, path, role)
         assert set(call) == {*q.RECORD_FIELDS, "client_id", "too_long", "client_name",
-                             "client_category", "client"}  # fmt: skip
+                             "client_category", "client", "recording_accesses"}  # fmt: skip
+        assert call["recording_accesses"] == []  # nobody listened
         assert call["call_id"] == s.record.call_id
         assert call["client"]["id"] == s.client_id
         assert call["client"]["name"] == s.client_name

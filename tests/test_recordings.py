@@ -17,7 +17,7 @@ from pbxlink.calllog.retention import RecordingRefused, resolve_recording
 from pbxlink.calls.record import CallRecord
 from pbxlink.config import Config, Operator, hash_token
 from pbxlink.web import Metrics, WebServer, make_app, serve
-from pbxlink.web.recordings import OPENAPI_PATHS, PATH, add_routes
+from pbxlink.web.recordings import OPENAPI_PATHS, PATH
 
 from conftest import FakeStatus
 
@@ -115,8 +115,7 @@ async def http(
             Operator("Ana", (), "admin", hash_token(TOKENS["admin"])),
         ],
     )
-    app = make_app(config, FakeStatus(), Metrics())
-    add_routes(app, store, config)
+    app = make_app(config, FakeStatus(), Metrics(), store=store)  # mounts the recordings
     server: WebServer = await serve(app, "127.0.0.1", 0)
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as session:
@@ -321,6 +320,9 @@ async def test_access_rows_one_per_operator_action_and_minute(
     ]
     rows = await store.recording_accesses("abs")
     assert all(str(r["at"]).endswith("Z") for r in rows)
+    async with http.get("/api/calls/abs", headers=auth("supervisor")) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["recording_accesses"] == rows  # the call's page shows it
 
 
 async def test_access_rows_window_and_vanished_calls(store: CallLogStore) -> None:

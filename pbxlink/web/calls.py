@@ -126,7 +126,8 @@ class _Calls:
                 client = (await self.directory.get(found["client_id"])).to_dict()
             except NotFound:
                 client = None  # deleted since: the trigger unlinks it, this read came first
-        return web.json_response({**found, "client": client})
+        accesses = await self.store.recording_accesses(call_id)
+        return web.json_response({**found, "client": client, "recording_accesses": accesses})
 
     async def csv(self, request: web.Request) -> web.StreamResponse:
         """Streamed in batches: a year of calls never sits in memory. A failure after the
@@ -341,7 +342,19 @@ OPENAPI_PATHS: dict[str, Any] = {
                                             {"$ref": "#/components/schemas/Client"},
                                             {"type": "null"},
                                         ]
-                                    }
+                                    },
+                                    "recording_accesses": {
+                                        "description": "who listened to or downloaded the "
+                                        "recording, and when, oldest first",
+                                        "type": "array",
+                                        "items": obj(
+                                            {
+                                                "operator": {"type": "string"},
+                                                "action": {"enum": ["listened", "downloaded"]},
+                                                "at": {"type": "string", "format": "date-time"},
+                                            }
+                                        ),
+                                    },
                                 }
                             ),
                         ]
