@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from pbxlink.calllog import CallLogStore
-from pbxlink.calllog.retention import RecordingRefused, resolve_recording
+from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
 from pbxlink.calls.record import CallRecord
 from pbxlink.config import Config, Operator, hash_token
 from pbxlink.web import Metrics, WebServer, make_app, serve

@@ -6,9 +6,8 @@ with a pause between them: the writer takes its turn on the same lock, so a new 
 one small batch at most and never meets a locked database. Rows are committed first, files
 deleted after; a crash in between leaves a few orphan files, never a row without its file.
 
-A recording is only ever touched when its real path (symlinks followed) lies inside the
-recordings directory: the names come from the PBX, and the web route and this deleter must
-not be pointed at /etc by one odd `MIXMONITOR_FILENAME`.
+A recording file is only deleted when `resolve_recording` (calllog/recordings.py) finds it
+inside the recordings directory.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
 from pbxlink.calllog.store import CallLogStore, Purged
 from pbxlink.calls.record import iso_utc
 from pbxlink.config import RetentionConfig
@@ -30,42 +30,6 @@ log = structlog.get_logger("pbxlink.calllog")
 DAY_S = 86400.0
 EVERY_S = 3600.0  # after the run at start-up
 PAUSE_S = 0.05  # between batches: the writer and the readers get the database
-
-
-class RecordingRefused(Exception):
-    """A recording name that does not lead to a file pbxlink may serve or delete."""
-
-    def __init__(self, reason: str, *, outside: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.outside = outside  # True: outside the recordings directory; False: no such file
-
-
-def _under(path: Path, root: Path) -> bool:
-    return path.is_relative_to(root) and path != root
-
-
-def resolve_recording(name: str, root: Path) -> Path:
-    """The real file behind a recording name, or RecordingRefused.
-
-    A relative name is relative to `root` (Asterisk's monitor directory). `..` is refused
-    even where it would stay inside: Asterisk never writes one. Blocking (file system)."""
-    given = Path(name)
-    if ".." in given.parts:
-        raise RecordingRefused("'..' in the recording name", outside=True)
-    real_root = root.resolve()
-    path = given if given.is_absolute() else root / given
-    if given.is_absolute() and not (_under(path, root) or _under(path, real_root)):
-        raise RecordingRefused("an absolute path outside the recordings directory", outside=True)
-    try:
-        real = path.resolve(strict=True)
-    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a NUL byte
-        raise RecordingRefused("no such file", outside=False) from None
-    if not _under(real, real_root):
-        raise RecordingRefused("resolves outside the recordings directory", outside=True)
-    if not real.is_file():
-        raise RecordingRefused("not a regular file", outside=False)
-    return real
 
 
 @dataclass(slots=True)

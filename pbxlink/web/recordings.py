@@ -3,7 +3,7 @@
 aiohttp's FileResponse does the HTTP part (Range, If-Range, 206, 416, ETag, sendfile); this
 module decides which file, if any: only a call the operator may see (operators: calls of their
 own extensions; supervisors and admins: all), only a file whose real path lies inside
-`recordings_dir` (see calllog/retention.py `resolve_recording`). Refusals are logged
+`recordings_dir` (see calllog/recordings.py `resolve_recording`). Refusals are logged
 `recording.refused` with the reason; the client only learns 404 (no such recording, or not
 yours) or 403 (the PBX named a file outside the recordings directory).
 
@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import structlog
 from aiohttp import web
 
-from pbxlink.calllog.retention import RecordingRefused, resolve_recording
+from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.config import Config
 from pbxlink.web.auth import allows, operator_of
