@@ -14,7 +14,7 @@ extension N for call X (`DialBegin`) to the moment the client of N (and each wal
 the `ringing` frame of X from its socket; both stamps are CLOCK_MONOTONIC, one clock for every
 process. `answered` and `ended` are timed the same way from the `DialEnd` and `Hangup` writes.
 
-In the same run, at the same rates, the baseline: a naive hub (benchmarks/popups_naive.py:
+In the same run, at the same rates, the baseline: a naive hub (benchmarks/popups_daemon.py:
 pbxlink's hub with one `await ws.send()` per client in turn in place of its send path). Then
 one wallboard that stops reading (a frozen tab, its kernel receive buffer made small) joins
 at the goal rate: what does it do to everyone else's p99? It wakes up when its calls are over.
@@ -416,6 +416,7 @@ class Point:
     others: float = 0.0  # % of the daemon's core that other processes took (or was stolen)
     others_clients: float = 0.0  # and of the clients' core (besides the clients and the PBX)
     stalled_close: str = ""  # what became of the stalled client
+    gc_pauses: list[float] = field(default_factory=list)  # ms, the daemon's, >= 5 ms
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -444,6 +445,7 @@ class Bench:
         self.web_port = free_port()
         self.hub_port = free_port()
         self.up_s = 0.0  # from its start to the AMI login (most of it: reading the config)
+        self._log_read = 0  # how far daemon.log was read for GC pauses
         self.connect_s = 0.0
         self.events: Counter[str] = Counter()
 
@@ -453,10 +455,9 @@ class Bench:
         seats = [*self.seats, self.stalled_seat]
         text = config_text(self.dir / "state", self.pbx.port, self.web_port, self.hub_port, seats)
         config.write_text(text)
+        argv = [str(HERE / "popups_daemon.py"), "--config", str(config)]
         if self.hub == "naive":
-            argv = [str(HERE / "popups_naive.py"), "--config", str(config)]
-        else:
-            argv = ["-m", "pbxlink", "run", "--config", str(config)]
+            argv.append("--naive")
         if self.args.profile is not None:
             out = self.args.profile / f"daemon-{self.hub}-{self.operators}.prof"
             argv[0:0] = ["-m", "cProfile", "-o", str(out)]
@@ -551,6 +552,7 @@ class Bench:
         await asyncio.sleep(args.duration)
         c1 = self._cpu()
         calls = await play
+        point.gc_pauses = self._gc_pauses(c0[0], c1[0] + RING_S + TALK_S)
         if stalled is not None:
             stalled.resume()  # the tab wakes up once its calls are over
         received = await self._drain(len(calls))
@@ -577,6 +579,15 @@ class Bench:
             stalled.close()
         self._verdict(point)
         return point
+
+    def _gc_pauses(self, since: float, until: float) -> list[float]:
+        """The daemon's garbage collections (ms) that began in this span (popups_daemon.py)."""
+        with (self.dir / "daemon.log").open("rb") as log:
+            log.seek(self._log_read)
+            lines = log.read().splitlines()
+            self._log_read = log.tell()
+        pauses = [json.loads(line) for line in lines if b'"bench.gc_pause"' in line]
+        return [p["ms"] for p in pauses if since <= p["at"] <= until]
 
     def _stalled_fate(self, client: WsClient, since: float) -> str:
         """What the hub did with the client that stopped reading, and when (its log)."""
@@ -649,7 +660,8 @@ class Bench:
 
 HEAD = (
     "| hub | operators | calls/s | popups timed | p50 ms | p99 ms | max ms | wallboards p99 ms "
-    "| answered+ended p99 ms | frames/s | daemon CPU % | clients CPU % "
+    "| answered+ended p99 ms | GC pauses >= 5 ms (longest ms) | frames/s | daemon CPU % "
+    "| clients CPU % "
     "| others % on daemon / clients core | verdict |"
 )
 
@@ -674,6 +686,7 @@ def row(p: Point) -> str:
         ms(p.ringing[-1] if p.ringing else 0.0),
         ms(walls),
         ms(pct(p.later, 99)),
+        f"{len(p.gc_pauses)} ({max(p.gc_pauses, default=0.0):.0f})",
         f"{p.frames_s:,.0f}",
         f"{p.daemon_cpu:.0f}",
         f"{p.clients_cpu:.0f}",

@@ -1,22 +1,31 @@
-"""The daemon with a naive popup hub, for benchmarks/popups.py's baseline.
+"""The daemon as benchmarks/popups.py runs it: `pbxlink run`, with its garbage collections
+timed, and with `--naive` the baseline's naive popup hub in place of pbxlink's.
 
-What a first hub usually looks like: for each frame, `await ws.send(frame)` to each recipient
-in turn, from one sender task (on_update cannot await, so frames wait for it in one unbounded
-queue, in order). Everything else is pbxlink's: the same routing, the same messages built and
-encoded once per update (it only replaces `Hub._send`), the same connections and welcome. So
-the two hubs differ in one thing: how a frame gets from the daemon to the sockets. While every
-client reads, `send` rarely waits; one client that stops reading makes every `send` after its
-buffers fill wait for it.
+The naive hub is what a first hub usually looks like: for each frame, `await ws.send(frame)`
+to each recipient in turn, from one sender task (on_update cannot await, so frames wait for it
+in one unbounded queue, in order). Everything else is pbxlink's: the same routing, the same
+messages built and encoded once per update (it only replaces `Hub._send`), the same
+connections and welcome. So the two hubs differ in one thing: how a frame gets from the
+daemon to the sockets. While every client reads, `send` rarely waits; once one client stops
+reading and its buffers fill, every `send` after it waits for it.
 
-Run: `python benchmarks/popups_naive.py --config FILE` (as `pbxlink run --config FILE`).
+Garbage collections that stop the daemon for `GC_LOG_MS` or more are written to stderr as
+JSON lines (`bench.gc_pause`, CLOCK_MONOTONIC start), so the harness can put a popup's
+latency next to the pauses of its window.
+
+Run: `python benchmarks/popups_daemon.py [--naive] --config FILE` (as `pbxlink run`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import json
 import sys
+import time
 from collections.abc import Callable
+from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
@@ -26,12 +35,14 @@ from pbxlink.hub import Hub, messages
 from pbxlink.hub.messages import Message
 from pbxlink.hub.server import _Client
 
+GC_LOG_MS = 5.0
+
 
 class NaiveHub(Hub):
     """pbxlink's hub with the naive send path: one awaited `send` per client, in turn."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._outbox: asyncio.Queue[tuple[tuple[_Client, ...], bytes]] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
 
@@ -61,9 +72,29 @@ class NaiveHub(Hub):
                     self.frames_sent += 1
 
 
+def log_gc_pauses() -> None:
+    started = 0.0
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.monotonic()
+            return
+        ms = (time.monotonic() - started) * 1000
+        if ms >= GC_LOG_MS:
+            line = {"event": "bench.gc_pause", "generation": info["generation"], "ms": ms}
+            print(json.dumps({**line, "at": started}), file=sys.stderr, flush=True)
+
+    gc.callbacks.append(timed)
+
+
 def main() -> int:
-    pbxlink.daemon.Hub = NaiveHub  # type: ignore[misc]
-    return pbxlink_main(["run", *sys.argv[1:]])
+    args = sys.argv[1:]
+    if "--naive" in args:
+        args.remove("--naive")
+        pbxlink.daemon.Hub = NaiveHub  # type: ignore[misc]
+    log_gc_pauses()
+    return pbxlink_main(["run", *args])
 
 
 if __name__ == "__main__":
