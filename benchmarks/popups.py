@@ -5,7 +5,8 @@ rings, on a call centre's scale, whatever one broken browser does. So the whole 
 as it runs in production, each part in its own process: this script is the PBX (the built-in
 simulator's AMI server, playing calls made here: an inbound call rings extension N, is
 answered, hangs up, in the event shapes of the real trace 01 after the README's
-`eventfilter`); the daemon (`pbxlink run`, pinned to its own core) reads it over loopback;
+`eventfilter`); the daemon (`pbxlink run` through benchmarks/popups_daemon.py, which logs
+its garbage collections; pinned to its own core) reads it over loopback;
 1,000 operators, each on their own extension, and 10 wallboards (supervisors, who get every
 call) are WebSocket clients in worker processes on the other core (benchmarks/popups_clients.py).
 

@@ -22,6 +22,7 @@ import base64
 import json
 import os
 import re
+import socket
 import sys
 import time
 from collections import Counter
@@ -175,8 +176,6 @@ async def connect(
 ) -> WsClient:
     """A client that has its welcome. `rcvbuf` shrinks the kernel's receive buffer (a stalled
     client's fills sooner)."""
-    import socket
-
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
