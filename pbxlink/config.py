@@ -411,26 +411,36 @@ def load(path: Path) -> Config:
 
 
 class _Locator:
-    """Finds the line of `key` in `[section]` for error messages (tomllib gives no lines)."""
+    """Finds the line of `key` in `[section]` for error messages (tomllib gives no lines).
+
+    The file is indexed once: it is asked for every key of every table, and a scan per key
+    made loading a config with thousands of [[operators]] take minutes."""
 
     def __init__(self, source: str, text: str | None) -> None:
         self.source = source
-        self.lines = text.splitlines() if text else []
+        self.lines: dict[tuple[str, int | None, str], int] = {}
+        current, seen = "", -1
+        counts: dict[str, int] = {}
+        for number, line in enumerate(text.splitlines() if text else [], 1):
+            header = re.match(r"\s*\[\[?\s*([\w.-]+)\s*\]\]?", line)
+            if header:
+                current = header.group(1)
+                if line.lstrip().startswith("[["):
+                    counts[current] = counts.get(current, -1) + 1
+                seen = counts.get(current, -1)
+                continue
+            key = re.match(r"\s*([\w.-]+)\s*=", line)
+            if key:
+                for index in (None, seen):
+                    self.lines.setdefault((current, index, key.group(1)), number)
 
     def __call__(self, section: str, key: str, index: int | None = None) -> str:
         dotted = f"{section}.{key}" if section else key
         if index is not None:
             dotted = f"{section}[{index}].{key}"
-        current, seen = "", -1
-        for number, line in enumerate(self.lines, 1):
-            header = re.match(r"\s*\[\[?\s*([\w.-]+)\s*\]\]?", line)
-            if header:
-                current = header.group(1)
-                seen += current == section and line.lstrip().startswith("[[")
-                continue
-            in_table = current == section and (index is None or seen == index)
-            if in_table and re.match(rf"\s*{re.escape(key)}\s*=", line):
-                return f"{self.source}:{number}: {dotted}"
+        number = self.lines.get((section, index, key))
+        if number is not None:
+            return f"{self.source}:{number}: {dotted}"
         return f"{self.source}: {dotted}"
 
 

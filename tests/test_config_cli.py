@@ -218,3 +218,19 @@ def test_local_time_zone_follows_dst(monkeypatch: pytest.MonkeyPatch) -> None:
     zone = local_zone()
     assert dt.datetime(2026, 1, 15, 12, tzinfo=zone).utcoffset() == dt.timedelta(hours=1)
     assert dt.datetime(2026, 7, 15, 12, tzinfo=zone).utcoffset() == dt.timedelta(hours=2)
+
+
+def test_errors_name_the_line_of_the_nth_operator(tmp_path: Path) -> None:
+    ops = "".join(
+        f"[[operators]]\nname = 'Op {i}'\nextensions = ['{100 + i}']\nrole = 'operator'\n"
+        f"token_hash = 'sha256:{i:064x}'\n"
+        for i in range(3)
+    )
+    lines = (ops + "[hub]\nport = 1\n").split("\n")
+    assert lines[13] == "role = 'operator'"  # the third operator's role, line 14
+    lines[13] = "role = 'boss'"
+    path = tmp_path / "pbxlink.toml"
+    path.write_text("\n".join(lines))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert f"{path}:14: operators[2].role" in str(err.value)
