@@ -33,7 +33,8 @@ from pbxlink.clients.card import CallCard
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.clients.sources import LookupChain
-from pbxlink.config import Config, Operator, hash_token
+from pbxlink.config import Config, ConfigError, Operator, hash_token
+from pbxlink.config import load as load_config
 from pbxlink.hub import Hub, default_origins
 from pbxlink.sim.server import AmiSimulator
 from pbxlink.systemd import notify
@@ -117,6 +118,25 @@ class Daemon:
 
     # -- running ---------------------------------------------------------------------------------
 
+    def reload(self) -> None:
+        """SIGHUP (`systemctl reload pbxlink`): the operators and their tokens again from the
+        config file, without dropping a call. A removed operator's API token stops working
+        and its popup socket closes with 4002; a broken file changes nothing (logged)."""
+        path = self.config.path
+        if path is None:
+            log.warning("daemon.reload_skipped", reason="no config file")
+            return
+        try:
+            fresh = load_config(path)
+        except ConfigError as exc:
+            log.error("daemon.reload_failed", error=str(exc))
+            return
+        if not fresh.operators and self.demo_token is not None:
+            return  # the demo's made-up supervisor stays until real operators are configured
+        self.config.operators[:] = fresh.operators  # the web app's auth reads this list
+        self.hub.set_operators(fresh.operators)
+        log.info("daemon.reloaded", path=str(path), operators=len(fresh.operators))
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -170,6 +190,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         code = 0
         try:
             async with asyncio.TaskGroup() as tg:
@@ -194,6 +215,7 @@ class Daemon:
             notify("STOPPING=1")
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(signal.SIGHUP)
             self.link.close()
             for task in list(self._tasks):
                 task.cancel()

@@ -484,3 +484,42 @@ def test_the_demo_gets_a_supervisor_only_without_operators_and_only_with_the_sim
         {"name": "A", "extensions": ["101"], "role": "operator", "token_hash": "sha256:" + "0" * 64}
     ]
     assert Daemon(parse(raw)).demo_token is None
+
+
+async def test_sighup_reloads_the_operators_without_a_restart(tmp_path: Path) -> None:
+    """`systemctl reload pbxlink`: a removed operator's token stops working at once; a
+    broken file changes nothing."""
+    from pbxlink.config import hash_token, load
+
+    tokens = {"A": "token-of-a-" + "a" * 32, "B": "token-of-b-" + "b" * 32}
+
+    def operator(name: str, ext: str) -> str:
+        return (
+            f'[[operators]]\nname = "{name}"\nextensions = ["{ext}"]\nrole = "operator"\n'
+            f'token_hash = "{hash_token(tokens[name])}"\n'
+        )
+
+    async with simulator() as sim:
+        path = write_config(tmp_path / "p.toml", raw_config(tmp_path, sim.port))
+        base = path.read_text()
+        path.write_text(base + operator("A", "101") + operator("B", "102"))
+
+        async def me(d: Daemon, who: str) -> int:
+            headers = {"Authorization": f"Bearer {tokens[who]}"}
+            async with aiohttp.ClientSession() as http:
+                url = f"http://127.0.0.1:{d.web_port}/api/me"
+                async with http.get(url, headers=headers) as resp:
+                    return resp.status
+
+        async def body(d: Daemon) -> None:
+            assert (await me(d, "A"), await me(d, "B")) == (200, 200)
+            path.write_text(base + operator("A", "101"))
+            os.kill(os.getpid(), signal.SIGHUP)
+            await until(lambda: len(d.config.operators) == 1, what="the reload")
+            assert (await me(d, "A"), await me(d, "B")) == (200, 401)
+            path.write_text("[web\n")  # a typo while editing
+            os.kill(os.getpid(), signal.SIGHUP)
+            await asyncio.sleep(0.2)
+            assert await me(d, "A") == 200 and d.ami_state == "up"
+
+        await run_daemon(load(path), body)
