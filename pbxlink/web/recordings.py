@@ -28,6 +28,7 @@ from pbxlink.calllog.store import CallLogStore
 from pbxlink.config import Config
 from pbxlink.web.auth import allows, operator_of
 from pbxlink.web.errors import ApiError
+from pbxlink.web.openapi import BEARER, error
 
 log = structlog.get_logger("pbxlink.web")
 
@@ -127,13 +128,6 @@ class _Recordings:
             log.info("recording.accessed", call_id=call_id, operator=operator, action=action)
 
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
-
-
 _AUDIO = {
     media: {"schema": {"type": "string", "format": "binary"}}
     for media in sorted({*CONTENT_TYPES.values(), FALLBACK_TYPE})
@@ -150,7 +144,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "download is recorded (at most one row per call, operator and action a minute)."
             ),
             "tags": ["calls"],
-            "security": [{"bearer": []}],
+            "security": BEARER,
             "parameters": [
                 {
                     "name": "call_id",
@@ -180,10 +174,10 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "headers": {"Content-Range": {"schema": {"type": "string"}}},
                     "content": _AUDIO,
                 },
-                "400": _error("a bad query parameter (named in `field`)"),
-                "401": _error("no or an invalid token"),
-                "403": _error("the PBX named a file outside the recordings directory"),
-                "404": _error("no such call, not the operator's call, or no recording file"),
+                "400": error("a bad query parameter (named in `field`)"),
+                "401": error("no or an invalid token"),
+                "403": error("the PBX named a file outside the recordings directory"),
+                "404": error("no such call, not the operator's call, or no recording file"),
                 "416": {
                     "description": "the range lies beyond the end of the file",
                     "headers": {"Content-Range": {"schema": {"type": "string"}}},

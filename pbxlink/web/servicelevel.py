@@ -35,6 +35,7 @@ from pbxlink.calls.record import iso_utc
 from pbxlink.config import SL_VARIANTS, Config
 from pbxlink.web.auth import operator_of, requires
 from pbxlink.web.errors import bad_request
+from pbxlink.web.openapi import BEARER, error, json_body, obj
 
 log = structlog.get_logger("pbxlink.web")
 
@@ -152,22 +153,12 @@ class _ServiceLevel:
 
 # -- OpenAPI ---------------------------------------------------------------------------------------
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
 _COUNT = {"type": "integer", "minimum": 0}
 _SECONDS = {"type": ["number", "null"], "minimum": 0}
 _RATIO = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
-
-
-def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    names = list(properties) if required is None else required
-    return {"type": "object", "properties": properties, "required": names}
-
-
-FIGURES_SCHEMA = _object(
+FIGURES_SCHEMA = obj(
     {
         "no_data": {"type": "boolean", "description": "no offered call: ratios are null"},
         "offered": _COUNT,
@@ -179,14 +170,14 @@ FIGURES_SCHEMA = _object(
         "short_abandoned": {**_COUNT, "description": "not in offered"},
         "not_offered": {**_COUNT, "description": "hung up before any ring or queue"},
         "service_level": {**_RATIO, "description": "the configured variant's value"},
-        "service_levels": _object({variant: _RATIO for variant in SL_VARIANTS}),
+        "service_levels": obj({variant: _RATIO for variant in SL_VARIANTS}),
         "abandon_rate": _RATIO,
         "asa_s": _SECONDS,
         "aht_s": _SECONDS,
         "longest_wait_s": _SECONDS,
     }
 )
-EXTENSION_FIGURES_SCHEMA = _object(
+EXTENSION_FIGURES_SCHEMA = obj(
     {
         "no_data": {"type": "boolean"},
         "offered": {**_COUNT, "description": "calls that rang the extension"},
@@ -201,7 +192,7 @@ EXTENSION_FIGURES_SCHEMA = _object(
         "longest_wait_s": _SECONDS,
     }
 )
-_GROUP_KEYS = _object(
+_GROUP_KEYS = obj(
     {
         "key": {
             "type": ["string", "null"],
@@ -211,14 +202,14 @@ _GROUP_KEYS = _object(
         "from": {"type": "string", "format": "date-time"},
         "until": {"type": "string", "format": "date-time"},
     },
-    required=["key"],
+    optional=("from", "until"),
 )
-REPORT_SCHEMA = _object(
+REPORT_SCHEMA = obj(
     {
         "threshold_s": {"type": "number"},
         "short_abandon_s": {"type": "number"},
         "variant": {"enum": list(SL_VARIANTS)},
-        "period": _object(
+        "period": obj(
             {
                 "from": {"type": "string", "format": "date-time"},
                 "until": {"type": "string", "format": "date-time"},
@@ -226,7 +217,7 @@ REPORT_SCHEMA = _object(
             }
         ),
         "group": {"enum": list(GROUPS)},
-        "filters": _object(
+        "filters": obj(
             {"queue": {"type": ["string", "null"]}, "extension": {"type": ["string", "null"]}}
         ),
         "total": FIGURES_SCHEMA,
@@ -264,7 +255,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "No offered call: ratios and times are null and no_data is true."
             ),
             "tags": ["metrics"],
-            "security": [{"bearer": []}],
+            "security": BEARER,
             "parameters": [
                 _param("day", "one PBX-local day (default: today)", {"type": "string"}),
                 _param("from", "a date (its PBX-local start) or a date-time with offset", _INSTANT),
@@ -278,13 +269,10 @@ OPENAPI_PATHS: dict[str, Any] = {
                 ),
             ],
             "responses": {
-                "200": {
-                    "description": "the figures",
-                    "content": {"application/json": {"schema": REPORT_SCHEMA}},
-                },
-                "400": _error("a bad or unknown query parameter (named in `param`)"),
-                "401": _error("no or an invalid token"),
-                "403": _error("an operator: this needs the supervisor role"),
+                "200": json_body("the figures", REPORT_SCHEMA),
+                "400": error("a bad or unknown query parameter (named in `param`)"),
+                "401": error("no or an invalid token"),
+                "403": error("an operator: this needs the supervisor role"),
             },
         }
     }
