@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
@@ -296,22 +296,28 @@ def _params(q: Query) -> dict[str, object]:
     }
 
 
+_T = TypeVar("_T", Tally, ExtensionTally)
+
+
+def _from_sums(cls: type[_T], sums: list[Any]) -> _T:
+    """A tally from a row of the sums SQL: six counts, wait and talk totals, longest wait."""
+    *counts, wait, talk, longest = sums
+    return cls(
+        *(int(v) for v in counts),
+        answered_wait_s=float(wait),
+        answered_talk_s=float(talk),
+        longest_wait_s=None if longest is None else float(longest),
+    )
+
+
 async def _tallies(
     db: aiosqlite.Connection, buckets: list[Bucket], key: str, q: Query
 ) -> dict[Any, Tally]:
     """Sums per key (bucket index, or queue name), offered and never-offered calls."""
     params = _params(q)
     out: dict[Any, Tally] = {}
-    for row in await db.execute_fetchall(_offered_sql(buckets, key, q), params):
-        k, *sums = row
-        longest = sums[-1]
-        out[k] = Tally(
-            *(int(v) for v in sums[:6]),
-            not_offered=0,
-            answered_wait_s=float(sums[6]),
-            answered_talk_s=float(sums[7]),
-            longest_wait_s=None if longest is None else float(longest),
-        )
+    for k, *sums in await db.execute_fetchall(_offered_sql(buckets, key, q), params):
+        out[k] = _from_sums(Tally, sums)
     for k, count in await db.execute_fetchall(_not_offered_sql(buckets, key, q), params):
         out.setdefault(k, Tally()).not_offered = int(count)
     return out
@@ -349,13 +355,6 @@ async def service_level(db: aiosqlite.Connection, q: Query) -> Report:
         rows = await db.execute_fetchall(_extension_sql(whole, q), _params(q))
         ext_groups: list[tuple[Bucket, Tally | ExtensionTally]] = []
         for ext, *sums in rows:
-            longest = sums[-1]
-            tally = ExtensionTally(
-                *(int(v) for v in sums[:6]),
-                answered_wait_s=float(sums[6]),
-                answered_talk_s=float(sums[7]),
-                longest_wait_s=None if longest is None else float(longest),
-            )
-            ext_groups.append((Bucket(str(ext), q.start, q.end), tally))
+            ext_groups.append((Bucket(str(ext), q.start, q.end), _from_sums(ExtensionTally, sums)))
         return Report(total, ext_groups)
     raise ValueError(f"group: expected one of {', '.join(GROUPS)}, got {q.group!r}")
