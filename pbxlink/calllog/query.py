@@ -380,6 +380,17 @@ def _conditions(
     return w
 
 
+def _extension_rows(f: CallFilter, extensions: Sequence[str]) -> _Where:
+    """The call_extensions rows of `extensions` in f's period: what their index serves."""
+    w = _Where()
+    w.isin("extension", extensions)
+    if f.since is not None:
+        w.add("started_at >= ?", f.since)
+    if f.until is not None:
+        w.add("started_at < ?", f.until)
+    return w
+
+
 @dataclass(slots=True)
 class _Arm:
     source: str  # what follows FROM
@@ -476,12 +487,7 @@ async def _sorted_arm(
     by_index = f"calls AS c INDEXED BY {SORT_INDEXES[column]}"
     extensions, rule = _effective_extensions(f, scope)
     if extensions:
-        ids = _Where()
-        ids.isin("extension", extensions)
-        if f.since is not None:
-            ids.add("started_at >= ?", f.since)
-        if f.until is not None:
-            ids.add("started_at < ?", f.until)
+        ids = _extension_rows(f, extensions)
         driver = f"SELECT DISTINCT call_id FROM call_extensions WHERE {ids.sql()}"
         w = _conditions(f, scope, skip=() if rule else ("extension",))
         if await _at_most(db, sort_up_to, driver, ids.params):
@@ -676,12 +682,7 @@ def _aggregate_source(f: CallFilter, scope: tuple[str, ...] | None) -> tuple[str
     extensions, rule = _effective_extensions(f, scope)
     if not extensions or f.number_forms or f.client_id is not None:
         return "calls AS c", _conditions(f, scope)
-    sub = _Where()
-    sub.isin("extension", extensions)
-    if f.since is not None:
-        sub.add("started_at >= ?", f.since)
-    if f.until is not None:
-        sub.add("started_at < ?", f.until)
+    sub = _extension_rows(f, extensions)
     w = _conditions(f, scope, skip=() if rule else ("extension",))
     source = (
         f"(SELECT DISTINCT call_id FROM call_extensions WHERE {sub.sql()}) AS d "
