@@ -21,7 +21,6 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -450,21 +449,10 @@ class CallLogStore:
         return self._reader
 
     async def _fetch(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
-        if self._reader is None:
-            raise RuntimeError(f"{self.path}: the call log is not open")
-        return [tuple(row) for row in await self._reader.execute_fetchall(sql, params)]
+        return [tuple(row) for row in await self.reader.execute_fetchall(sql, params)]
 
-    async def get(self, call_id: str, extensions: Sequence[str] | None = None) -> CallRecord | None:
-        """The call; with `extensions`, only if one of them took part (an operator's calls)."""
-        if extensions is None:
-            rows = await self._fetch(f"{_SELECT} WHERE call_id = ?", (call_id,))
-        else:
-            marks = ", ".join("?" for _ in extensions)
-            rows = await self._fetch(
-                f"{_SELECT} WHERE call_id = ? AND EXISTS (SELECT 1 FROM call_extensions "
-                f"WHERE call_id = calls.call_id AND extension IN ({marks}))",
-                (call_id, *extensions),
-            )
+    async def get(self, call_id: str) -> CallRecord | None:
+        rows = await self._fetch(f"{_SELECT} WHERE call_id = ?", (call_id,))
         return from_row(rows[0]) if rows else None
 
     async def recording_accesses(self, call_id: str) -> list[dict[str, str | None]]:

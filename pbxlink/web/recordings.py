@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import structlog
 from aiohttp import web
 
+from pbxlink.calllog import query
 from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.config import Config
@@ -87,12 +88,11 @@ class _Recordings:
         download = _download(request)
         op = operator_of(request)
         mine = None if allows(op, "supervisor") else op.extensions
-        call = await self.store.get(call_id, mine)
+        call = await self.store.get(call_id)
         if call is None:
-            known = mine is not None and await self.store.get(call_id) is not None
-            self._refuse(
-                call_id, op.name, "not one of the operator's calls" if known else "no such call"
-            )
+            self._refuse(call_id, op.name, "no such call")
+        if mine is not None and not await query.visible(self.store.reader, call_id, mine):
+            self._refuse(call_id, op.name, "not one of the operator's calls")
         if not call.recording:
             self._refuse(call_id, op.name, "the call has no recording")
         try:
