@@ -29,7 +29,7 @@ from pbxlink.calllog import CallLogStore
 from pbxlink.calllog.retention import Retention
 from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate, TooLong
 from pbxlink.calls.toolong import TooLongWatch
-from pbxlink.clients.card import CallCard
+from pbxlink.clients.card import CallCard, client_number
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.clients.sources import LookupChain
@@ -233,7 +233,7 @@ class Daemon:
     def _identify(self, call: CallRecord) -> None:
         """Look the caller up off the read path; the card waits for nobody but the directory."""
         self._identifying.add(call.call_id)
-        task = asyncio.create_task(self._lookup(call.call_id, _client_number(call)))
+        task = asyncio.create_task(self._lookup(call.call_id, client_number(call)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -332,7 +332,7 @@ class Daemon:
                 _log_ended(call)
             else:
                 store.note_open(call, update.at)
-                if call.call_id not in self._identifying and _client_number(call):
+                if call.call_id not in self._identifying and client_number(call):
                     self._identify(call)
             for listener in self.listeners:
                 try:
@@ -369,12 +369,3 @@ def _log_too_long(u: TooLong) -> None:
         talk_s=u.talk_s,
         threshold_s=u.threshold_s,
     )
-
-
-def _client_number(call: CallRecord) -> str:
-    """Whose card an operator needs: the caller's inbound, the called party's outbound."""
-    if call.direction == "inbound":
-        return call.caller_number
-    if call.direction == "outbound":
-        return call.called_number
-    return ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pbxlink.calls.record import CallRecord
 from pbxlink.clients.model import Client
 from pbxlink.clients.sources import CardFields
 
@@ -16,3 +17,12 @@ class CallCard:
     clients: list[Client]
     external: CardFields | None = None
     new_client: bool = False
+
+
+def client_number(call: CallRecord) -> str:
+    """Whose card an operator needs: the caller's inbound, the called party's outbound."""
+    if call.direction == "inbound":
+        return call.caller_number
+    if call.direction == "outbound":
+        return call.called_number
+    return ""

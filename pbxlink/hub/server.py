@@ -36,7 +36,7 @@ from pbxlink.calls import (
     TooLong,
     Transferred,
 )
-from pbxlink.clients.card import CallCard
+from pbxlink.clients.card import CallCard, client_number
 from pbxlink.clients.directory import Directory
 from pbxlink.config import Config, ConfigError, Operator, hash_token
 from pbxlink.hub import messages
@@ -379,9 +379,7 @@ class Hub:
             self._stale = False
             for live in list(self._calls.values()):
                 card, call = live.card, live.call
-                number = {"inbound": call.caller_number, "outbound": call.called_number}.get(
-                    call.direction, ""
-                )
+                number = client_number(call)
                 if card is None or not number:
                     continue
                 try:
