@@ -31,7 +31,7 @@ from pbxlink.clients.model import NotFound
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.web.auth import allows, operator_of
 from pbxlink.web.errors import ApiError, bad_request
-from pbxlink.web.openapi import BEARER, error, json_body, obj
+from pbxlink.web.openapi import BEARER, error, json_body, obj, query_param
 
 log = structlog.get_logger("pbxlink.web")
 
@@ -188,39 +188,34 @@ _ITEM = {
 _CSV_LIST = "one value, several comma-separated, or the parameter repeated"
 
 
-def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": schema}  # fmt: skip
-
-
 _INSTANT = {"type": "string", "examples": ["2024-03-01", "2024-03-01T09:00:00+04:00"]}
 _SECONDS = {"type": "number", "minimum": 0}
 _BOOL = {"type": "string", "enum": ["true", "false", "1", "0"]}
 FILTERS = [
-    _query("from", "a date (that day's start in the PBX time zone) or a date-time with "
-           "offset; inclusive", _INSTANT),
-    _query("until", "same forms as from; exclusive", _INSTANT),
-    _query("day", "one whole PBX-local day, YYYY-MM-DD (not with from/until)",
-           {"type": "string", "format": "date"}),
-    _query("direction", f"inbound, outbound, internal; {_CSV_LIST}", {"type": "string"}),
-    _query("status", "answered, no_answer, busy, abandoned, voicemail, failed, missed (the "
-           f"four unanswered ones; with extension: calls that rang it); {_CSV_LIST}",
-           {"type": "string"}),
-    _query("extension", "calls it placed, rang, answered or was transferred to; "
-           f"{_CSV_LIST}", {"type": "string"}),
-    _query("number", "the caller's or the called number, in any written form",
-           {"type": "string"}),
-    _query("client", "the client's id", {"type": "integer", "minimum": 1}),
-    _query("category", "the client's category name", {"type": "string"}),
-    _query("queue", "the queue the call joined", {"type": "string"}),
-    _query("talk_min_s", "talk time at least", _SECONDS),
-    _query("talk_max_s", "talk time at most", _SECONDS),
-    _query("wait_min_s", "wait time at least", _SECONDS),
-    _query("wait_max_s", "wait time at most", _SECONDS),
-    _query("too_long", "talk time past the configured threshold, or not", _BOOL),
-    _query("recorded", "has a recording, or not", _BOOL),
+    query_param("from", "a date (that day's start in the PBX time zone) or a date-time with "
+                "offset; inclusive", _INSTANT),
+    query_param("until", "same forms as from; exclusive", _INSTANT),
+    query_param("day", "one whole PBX-local day, YYYY-MM-DD (not with from/until)",
+                {"type": "string", "format": "date"}),
+    query_param("direction", f"inbound, outbound, internal; {_CSV_LIST}", {"type": "string"}),
+    query_param("status", "answered, no_answer, busy, abandoned, voicemail, failed, missed (the "
+                f"four unanswered ones; with extension: calls that rang it); {_CSV_LIST}",
+                {"type": "string"}),
+    query_param("extension", "calls it placed, rang, answered or was transferred to; "
+                f"{_CSV_LIST}", {"type": "string"}),
+    query_param("number", "the caller's or the called number, in any written form",
+                {"type": "string"}),
+    query_param("client", "the client's id", {"type": "integer", "minimum": 1}),
+    query_param("category", "the client's category name", {"type": "string"}),
+    query_param("queue", "the queue the call joined", {"type": "string"}),
+    query_param("talk_min_s", "talk time at least", _SECONDS),
+    query_param("talk_max_s", "talk time at most", _SECONDS),
+    query_param("wait_min_s", "wait time at least", _SECONDS),
+    query_param("wait_max_s", "wait time at most", _SECONDS),
+    query_param("too_long", "talk time past the configured threshold, or not", _BOOL),
+    query_param("recorded", "has a recording, or not", _BOOL),
 ]  # fmt: skip
-_SORT = _query("sort", "the order; ties in call_id order", {"enum": list(query.SORTS)})
+_SORT = query_param("sort", "the order; ties in call_id order", {"enum": list(query.SORTS)})
 _ERRORS = {
     "400": error("a bad or unknown query parameter, named in `param`"),
     "401": error("no or an invalid token"),
@@ -249,12 +244,12 @@ OPENAPI_PATHS: dict[str, Any] = {
         [
             *FILTERS,
             _SORT,
-            _query(
+            query_param(
                 "limit",
                 "calls per page",
                 {"type": "integer", "minimum": 1, "maximum": query.MAX_LIMIT, "default": 50},
             ),
-            _query("cursor", "next_cursor of the previous page", {"type": "string"}),
+            query_param("cursor", "next_cursor of the previous page", {"type": "string"}),
         ],
         json_body(
             "the page; next_cursor is null on the last one",
@@ -311,7 +306,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/api/calls.csv": _operation(
         "exportCalls",
         "Every filtered call as CSV (UTF-8, CRLF), streamed",
-        [*FILTERS, _SORT, _query("bom", "true: a UTF-8 BOM first, for Excel", _BOOL)],
+        [*FILTERS, _SORT, query_param("bom", "true: a UTF-8 BOM first, for Excel", _BOOL)],
         {
             "description": "the calls; cells a spreadsheet would run start with '",
             "headers": {"Content-Disposition": {"schema": {"type": "string"}}},

@@ -36,6 +36,12 @@ def json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional query parameter."""
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}  # fmt: skip
+
+
 def obj(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
     """An object schema whose properties are all required except `optional`."""
     required = [name for name in properties if name not in optional]

@@ -35,7 +35,7 @@ from pbxlink.calls.record import iso_utc
 from pbxlink.config import SL_VARIANTS, Config
 from pbxlink.web.auth import operator_of, requires
 from pbxlink.web.errors import bad_request
-from pbxlink.web.openapi import BEARER, error, json_body, obj
+from pbxlink.web.openapi import BEARER, error, json_body, obj, query_param
 
 log = structlog.get_logger("pbxlink.web")
 
@@ -232,16 +232,6 @@ REPORT_SCHEMA = obj(
 )
 
 
-def _param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema,
-    }
-
-
 _INSTANT = {"type": "string", "examples": ["2026-11-01", "2026-11-01T09:00:00+04:00"]}
 
 OPENAPI_PATHS: dict[str, Any] = {
@@ -257,12 +247,14 @@ OPENAPI_PATHS: dict[str, Any] = {
             "tags": ["metrics"],
             "security": BEARER,
             "parameters": [
-                _param("day", "one PBX-local day (default: today)", {"type": "string"}),
-                _param("from", "a date (its PBX-local start) or a date-time with offset", _INSTANT),
-                _param("until", "exclusive, same forms as from; default: now", _INSTANT),
-                _param("group", "default day", {"enum": list(GROUPS), "default": "day"}),
-                _param("queue", "only calls through this queue", {"type": "string"}),
-                _param(
+                query_param("day", "one PBX-local day (default: today)", {"type": "string"}),
+                query_param(
+                    "from", "a date (its PBX-local start) or a date-time with offset", _INSTANT
+                ),
+                query_param("until", "exclusive, same forms as from; default: now", _INSTANT),
+                query_param("group", "default day", {"enum": list(GROUPS), "default": "day"}),
+                query_param("queue", "only calls through this queue", {"type": "string"}),
+                query_param(
                     "extension",
                     "only calls that rang this extension or it answered",
                     {"type": "string"},
