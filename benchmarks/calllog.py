@@ -52,7 +52,6 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import aiosqlite
-from lookup import Others, Series, size_mb, wait_quiet
 
 from pbxlink.calllog import query
 from pbxlink.calllog.export import CSV_BATCH, iter_csv
@@ -67,7 +66,7 @@ from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.config import Thresholds
 from pbxlink.logs import setup_logging
 
-from machine import cpu_model, git_commit
+from machine import Others, Series, cpu_model, git_commit, size_mb, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benchmarks" / ".data"

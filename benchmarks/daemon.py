@@ -46,7 +46,6 @@ import platform
 import re
 import select
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model, git_commit
+from machine import core_busy_s, cpu_model, cpu_seconds, free_port, git_commit, metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -72,7 +71,6 @@ DEFAULT_SPEED = 17.0
 GOAL_CALLS_S = 1000
 SECRET = "bench-secret"
 USER = "pbxlink"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 STREAMS = ("all", "filtered")
 CONSUMERS = ("daemon", "panoramisk")
@@ -325,23 +323,6 @@ class Child:
         return code
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, its threads included (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def core_busy_s(cpu: int | None) -> float:
-    """Seconds a core spent busy (anyone's work, and time stolen by the hypervisor)."""
-    name = "cpu" if cpu is None else f"cpu{cpu}"
-    for line in Path("/proc/stat").read_text().splitlines():
-        fields = line.split()
-        if fields[0] == name:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-            return (user + nice + system + irq + softirq + steal) / CLK_TCK
-    return 0.0
-
-
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -391,27 +372,6 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     mx, my = sum(xs) / n, sum(ys) / n
     var = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def metrics(port: int, timeout: float = 5.0) -> dict[str, float]:
-    """The daemon's /metrics, summed by metric name (labels dropped)."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            name = name.split("{", 1)[0]
-            out[name] = out.get(name, 0.0) + float(value)
-    return out
 
 
 def daemon_config(state: Path, sim_port: int, web_port: int) -> str:

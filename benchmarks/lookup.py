@@ -36,12 +36,11 @@ import platform
 import random
 import re
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -50,7 +49,7 @@ from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.logs import setup_logging
 
-from machine import cpu_model, git_commit
+from machine import Others, Series, cpu_model, git_commit, size_mb, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,30 +176,6 @@ def unknown_numbers(rnd: random.Random, known: set[str], n: int) -> list[tuple[s
 # -- measuring ----------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Series:
-    """Latencies of one kind of lookup, in seconds."""
-
-    name: str
-    times: list[float] = field(default_factory=list)
-
-    def pct(self, p: float) -> float:
-        ordered = sorted(self.times)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-    def row(self, base: Series | None) -> str:
-        p50, p99, top = self.pct(50), self.pct(99), max(self.times)
-        ratio = f"{base.pct(50) / p50:>10,.0f}x" if base is not None and base is not self else ""
-        return (
-            f"{self.name:<44} {len(self.times):>7,} {ms(p50):>9} {ms(p99):>9} {ms(top):>9} "
-            f"{ms(statistics.fmean(self.times)):>9} {ratio}"
-        )
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.3f}"
-
-
 def open_directory(db: Path, tmp: Path) -> Directory:
     return Directory(db, PhoneNumbers("GE"), photos_dir=tmp / "photos", register_unknown=False)
 
@@ -292,62 +267,7 @@ async def measure(
     return [naive, cold, first, warm, other], notes
 
 
-# -- the machine --------------------------------------------------------------------------------
-
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-#: below this share of the machine busy with others' work, it counts as quiet
-QUIET_PCT = 10.0
-
-
-def machine_busy_s() -> float:
-    """CPU seconds all cores spent busy (anyone's work, and time stolen by the hypervisor)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def own_cpu_s() -> float:
-    """CPU seconds of this process and its finished children (the import's workers)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-@dataclass(slots=True)
-class Others:
-    """How much of the machine other processes took during a phase: figures taken while
-    someone else ran are worth less, and the report says so."""
-
-    wall: float = field(default_factory=time.perf_counter)
-    busy: float = field(default_factory=machine_busy_s)
-    own: float = field(default_factory=own_cpu_s)
-
-    def pct(self) -> float:
-        wall = time.perf_counter() - self.wall
-        others = (machine_busy_s() - self.busy) - (own_cpu_s() - self.own)
-        return max(0.0, others / (wall * (os.cpu_count() or 1)) * 100) if wall > 0 else 0.0
-
-
-def wait_quiet(limit_s: float) -> str:
-    """Wait (up to `limit_s`) until other processes leave the machine nearly idle."""
-    start = time.monotonic()
-    while True:
-        sample = Others()
-        time.sleep(1.0)
-        busy = sample.pct()
-        waited = time.monotonic() - start
-        if busy < QUIET_PCT or waited > limit_s:
-            state = "quiet" if busy < QUIET_PCT else f"still {busy:.0f}% busy, going on"
-            return f"waited {waited:.0f} s for a quiet machine: {state}"
-
-
 # -- report -------------------------------------------------------------------------------------
-
-
-def size_mb(*paths: Path) -> float:
-    return sum(p.stat().st_size for p in paths if p.exists()) / 1e6
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> int:

@@ -52,18 +52,24 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from daemon import core_busy_s, cpu_seconds, free_port, metrics
-from lookup import wait_quiet
+from daemon import SECRET, USER, daemon_config
 from popups_clients import Recorder, WsClient, connect
 
 from pbxlink.config import hash_token
 from pbxlink.sim.server import AmiSimulator
 
-from machine import cpu_model, git_commit
+from machine import (
+    core_busy_s,
+    cpu_model,
+    cpu_seconds,
+    free_port,
+    git_commit,
+    metrics,
+    wait_quiet,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-USER, SECRET = "pbxlink", "bench-secret"
 
 #: the issue's goal: p99 under this at this rate with this many operators
 GOAL_P99_MS, GOAL_RATE, GOAL_OPERATORS = 20.0, 100, 1000
@@ -300,31 +306,13 @@ class Seat:
 
 
 def config_text(state: Path, ami_port: int, web_port: int, hub_port: int, seats: list[Seat]) -> str:
-    head = f"""\
-company = "Bench"
-
-[ami]
-mode = "asterisk"
-host = "127.0.0.1"
-port = {ami_port}
-username = "{USER}"
-secret = "{SECRET}"
-
-[storage]
-state_dir = "{state}"
-
-[web]
-host = "127.0.0.1"
-port = {web_port}
-
+    hub = f"""\
 [hub]
 host = "127.0.0.1"
 port = {hub_port}
 
-[calls]
-pbx_timezone = "UTC"
-
 """
+    head = 'company = "Bench"\n\n' + daemon_config(state, ami_port, web_port) + "\n" + hub
     return head + "\n".join(seat.toml() for seat in seats)
 
 
