@@ -104,6 +104,11 @@ def day_start(day: dt.date, tz: dt.tzinfo) -> float:
     return dt.datetime.combine(day, dt.time(), tzinfo=tz).timestamp()
 
 
+def day_bounds(day: dt.date, tz: dt.tzinfo) -> tuple[float, float]:
+    """[start, end) of a local day, as epoch seconds."""
+    return day_start(day, tz), day_start(day + dt.timedelta(days=1), tz)
+
+
 def date(key: str, raw: str) -> dt.date:
     if DATE_RE.fullmatch(raw):  # fromisoformat alone also takes 20261101 and 2026-W44-1
         with contextlib.suppress(ValueError):

@@ -34,7 +34,7 @@ from pbxlink.calllog.params import (
     QueryError,
     choices,
     date,
-    day_start,
+    day_bounds,
     flag,
     given,
     instant_of,
@@ -161,8 +161,7 @@ def parse_filter(
     if day is not None:
         if since is not None or until is not None:
             raise QueryError("day", "give either day or from/until")
-        start = date("day", day)
-        since, until = day_start(start, tz), day_start(start + dt.timedelta(days=1), tz)
+        since, until = day_bounds(date("day", day), tz)
     if since is not None and until is not None and until <= since:
         raise QueryError("until", "must be after from")
     asked = choices(params, "status", (*STATUSES, "missed"))

@@ -21,7 +21,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from pbxlink.calllog import CallLogStore
-from pbxlink.calllog.params import QueryError, date, day_start, instant, one
+from pbxlink.calllog.params import QueryError, date, day_bounds, instant, one
 from pbxlink.calllog.servicelevel import (
     GROUPS,
     ExtensionTally,
@@ -58,13 +58,11 @@ def period(query: MultiMapping[str], tz: dt.tzinfo, now: float) -> tuple[float, 
     if day is not None:
         if since is not None or until is not None:
             raise QueryError("day", "give either day or from/until, not both")
-        first = date("day", day)
-        return day_start(first, tz), day_start(first + dt.timedelta(days=1), tz)
+        return day_bounds(date("day", day), tz)
     if since is None:
         if until is not None:
             raise QueryError("from", "needed with until")
-        today = dt.datetime.fromtimestamp(now, tz).date()
-        return day_start(today, tz), day_start(today + dt.timedelta(days=1), tz)
+        return day_bounds(dt.datetime.fromtimestamp(now, tz).date(), tz)
     start = instant("from", since, tz)
     end = instant("until", until, tz) if until is not None else now
     if end <= start:
