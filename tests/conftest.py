@@ -9,12 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from pbxlink.calls.tracker import CallTracker, TrackerConfig
+from pbxlink.web import WebServer, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = Path(os.environ.get("PBXLINK_TRACES", ROOT.parent / "shared" / "traces"))
@@ -30,6 +35,26 @@ class FakeStatus:
     calls_active: int = 0
     store_queue_depth: int = 0
     started_at: float = 0.0
+
+
+@asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[WebServer]:
+    """The app on a free port of 127.0.0.1, closed after."""
+    server = await serve(app, "127.0.0.1", 0)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@asynccontextmanager
+async def session_to(app: web.Application) -> AsyncIterator[aiohttp.ClientSession]:
+    """The app served on 127.0.0.1 and a client session to it; both closed after."""
+    async with (
+        served(app) as server,
+        aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as session,
+    ):
+        yield session
 
 
 def need(condition: bool, why: str) -> None:

@@ -36,9 +36,9 @@ from pbxlink.calls.record import CallRecord, iso_utc
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.config import Config, Operator, hash_token
-from pbxlink.web import Metrics, make_app, serve
+from pbxlink.web import Metrics, make_app
 
-from conftest import FakeStatus
+from conftest import FakeStatus, session_to
 
 TZ = ZoneInfo("Europe/Berlin")
 NUMBERS = PhoneNumbers("GE")
@@ -812,12 +812,8 @@ def app_config() -> Config:
 @pytest.fixture
 async def http(log: Log) -> AsyncIterator[aiohttp.ClientSession]:
     app = make_app(app_config(), FakeStatus(), Metrics(), directory=log.directory, store=log.store)
-    server = await serve(app, "127.0.0.1", 0)
-    try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as session:
-            yield session
-    finally:
-        await server.close()
+    async with session_to(app) as session:
+        yield session
 
 
 def auth(role: str) -> dict[str, str]:

@@ -18,10 +18,10 @@ from pbxlink.calls.record import CallRecord
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.config import Config, Operator, hash_token
-from pbxlink.web import Metrics, WebServer, make_app, serve
+from pbxlink.web import Metrics, make_app
 from pbxlink.web.auth import route_access
 
-from conftest import FakeStatus
+from conftest import FakeStatus, session_to
 
 TOKENS = {
     "operator": "op-token-101-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
@@ -55,17 +55,8 @@ def app(directory: Directory) -> web.Application:
 
 
 @pytest.fixture
-async def server(app: web.Application) -> AsyncIterator[WebServer]:
-    srv = await serve(app, "127.0.0.1", 0)
-    try:
-        yield srv
-    finally:
-        await srv.close()
-
-
-@pytest.fixture
-async def http(server: WebServer) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as session:
+async def http(app: web.Application) -> AsyncIterator[aiohttp.ClientSession]:
+    async with session_to(app) as session:
         yield session
 
 

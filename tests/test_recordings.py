@@ -16,10 +16,10 @@ from pbxlink.calllog import CallLogStore
 from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
 from pbxlink.calls.record import CallRecord
 from pbxlink.config import Config, Operator, hash_token
-from pbxlink.web import Metrics, WebServer, make_app, serve
+from pbxlink.web import Metrics, make_app
 from pbxlink.web.recordings import OPENAPI_PATHS, PATH
 
-from conftest import FakeStatus
+from conftest import FakeStatus, session_to
 
 T0 = 1_760_000_000.0
 TOKENS = {
@@ -116,12 +116,8 @@ async def http(
         ],
     )
     app = make_app(config, FakeStatus(), Metrics(), store=store)  # mounts the recordings
-    server: WebServer = await serve(app, "127.0.0.1", 0)
-    try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as session:
-            yield session
-    finally:
-        await server.close()
+    async with session_to(app) as session:
+        yield session
 
 
 async def get(

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import jsonschema
 import pytest
+from aiohttp import web
 from openapi_spec_validator import validate
 
 from pbxlink.calllog import CallLogStore
@@ -21,11 +22,11 @@ from pbxlink.calllog import servicelevel as sl
 from pbxlink.calls.record import CallRecord
 from pbxlink.calls.tracker import TrackerConfig
 from pbxlink.config import Config, Operator, Thresholds, hash_token
-from pbxlink.web import Metrics, WebServer, make_app, serve
+from pbxlink.web import Metrics, make_app
 from pbxlink.web.auth import route_access
 from pbxlink.web.servicelevel import OPENAPI_PATHS, PATH, REPORT_SCHEMA, add_routes
 
-from conftest import FakeStatus
+from conftest import FakeStatus, session_to
 
 TBILISI = ZoneInfo("Asia/Tbilisi")  # +04:00 all year
 BERLIN = ZoneInfo("Europe/Berlin")  # CEST -> CET on 2026-10-25 03:00, CET -> CEST 2026-03-29
@@ -143,20 +144,16 @@ def config() -> Config:
     return make_config()
 
 
-async def start(config: Config, store: CallLogStore) -> WebServer:
+def make_service_app(config: Config, store: CallLogStore) -> web.Application:
     app = make_app(config, FakeStatus(), Metrics())
     add_routes(app, store)
-    return await serve(app, "127.0.0.1", 0)
+    return app
 
 
 @pytest.fixture
 async def http(config: Config, store: CallLogStore) -> AsyncIterator[aiohttp.ClientSession]:
-    server = await start(config, store)
-    try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as session:
-            yield session
-    finally:
-        await server.close()
+    async with session_to(make_service_app(config, store)) as session:
+        yield session
 
 
 async def get(
@@ -351,8 +348,7 @@ async def test_thresholds_and_variant_come_from_the_config(
     config = make_config(
         service_level_s=30.0, short_abandon_s=2.0, service_level_variant="quick_abandons_succeed"
     )
-    server = await start(config, store)
-    async with server, aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+    async with session_to(make_service_app(config, store)) as http:
         report = await get(http, day="2026-11-01")
     # short abandon now < 2 s: c4 (3 s) is an offered abandon within 30 s -> offered 8
     # within 30 s: answered c1 c2 (c3 45 s); abandoned c4 c5 -> (2 + 2) / 8
@@ -393,13 +389,11 @@ async def test_dst_fall_back_day_has_25_hours(tmp_path: Path) -> None:
         inbound("d6", at(BERLIN, "2026-10-26T00:30"), 10, "abandoned"),
     ]
     store = await opened_store(tmp_path / "dst.sqlite3", calls)
-    server = await start(make_config(BERLIN), store)
     try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+        async with session_to(make_service_app(make_config(BERLIN), store)) as http:
             days = by_key(await get(http, **{"from": "2026-10-24", "until": "2026-10-27"}))
             hours = await get(http, day="2026-10-25", group="hour")
     finally:
-        await server.close()
         await store.close()
     assert {k: d["offered"] for k, d in days.items()} == {
         "2026-10-24": 1,

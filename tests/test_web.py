@@ -22,7 +22,7 @@ from pbxlink.config import Config, Operator, hash_token
 from pbxlink.web import Metrics, WebServer, make_app, read_object, requires, serve
 from pbxlink.web.auth import route_access
 
-from conftest import FakeStatus
+from conftest import FakeStatus, served
 
 TOKENS = {
     "operator": "op-token-101-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
@@ -104,11 +104,8 @@ def app(status: FakeStatus, metrics: Metrics) -> web.Application:
 
 @pytest.fixture
 async def server(app: web.Application) -> AsyncIterator[WebServer]:
-    srv = await serve(app, "127.0.0.1", 0)
-    try:
+    async with served(app) as srv:
         yield srv
-    finally:
-        await srv.close()
 
 
 @pytest.fixture
