@@ -14,10 +14,10 @@ from typing import Protocol
 
 from aiohttp import web
 
+import pbxlink.hub.web as hub_web  # a module, not its name: hub.web imports pbxlink.web
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.config import Config
 from pbxlink.hub import Hub
-from pbxlink.hub.web import add_routes as add_hub_routes
 from pbxlink.web import openapi
 from pbxlink.web.auth import auth_middleware, operator_of, public
 from pbxlink.web.calls import add_routes as add_call_routes
@@ -98,7 +98,7 @@ def make_app(
         add_recording_routes(app, store, config)
         add_service_level_routes(app, store)
     if hub is not None:
-        add_hub_routes(app, hub)
+        hub_web.add_routes(app, hub)
     add_page_routes(app)
     return app
 
