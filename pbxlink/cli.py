@@ -29,7 +29,6 @@ from pbxlink.sim import scenarios
 
 if TYPE_CHECKING:
     from pbxlink.clients.csvio import ImportReport
-    from pbxlink.clients.directory import Directory
 
 TABLE = (
     "{:<19} {:<8} {:<26.26} {:<14.14} {:<11.11} {:<8} {:<10.10} {:<8} {:>6} {:>6} {:<4.4} {:<3} {}"
@@ -183,22 +182,6 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _directory(config: Config) -> Directory:
-    """The client directory as the daemon opens it: same file, same number rules."""
-    from pbxlink.clients.directory import Directory
-    from pbxlink.clients.numbers import PhoneNumbers
-
-    clients = config.clients
-    return Directory(
-        config.storage.database_path,
-        PhoneNumbers(
-            clients.region, strip_prefixes=clients.strip_prefixes, last_digits=clients.last_digits
-        ),
-        photos_dir=config.storage.state_dir / "photos",
-        register_unknown=clients.register_unknown,
-    )
-
-
 def cmd_clients_import(args: argparse.Namespace) -> int:
     """Exit codes: 0 imported (or a clean dry run), 1 the file was rejected and nothing was
     written (row errors, not UTF-8, not CSV), 2 bad options, config or column mapping."""
@@ -207,6 +190,7 @@ def cmd_clients_import(args: argparse.Namespace) -> int:
 
     from pbxlink.calllog.schema import SchemaError
     from pbxlink.clients import csvio
+    from pbxlink.clients.directory import Directory
 
     try:
         config = _load_or_default(args.config)
@@ -217,7 +201,7 @@ def cmd_clients_import(args: argparse.Namespace) -> int:
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
 
     async def run() -> csvio.ImportReport:
-        async with _directory(config) as directory:
+        async with Directory.from_config(config) as directory:
             return await csvio.import_csv(
                 directory,
                 args.file,
@@ -287,6 +271,7 @@ def cmd_clients_export(args: argparse.Namespace) -> int:
 
     from pbxlink.calllog.schema import SchemaError
     from pbxlink.clients import csvio
+    from pbxlink.clients.directory import Directory
 
     try:
         config = _load_or_default(args.config)
@@ -299,7 +284,7 @@ def cmd_clients_export(args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> int:
-        async with _directory(config) as directory:
+        async with Directory.from_config(config) as directory:
             return await csvio.export_csv(directory, args.file, bom=args.bom)
 
     try:

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 import structlog
@@ -50,6 +50,9 @@ from pbxlink.clients.model import (
     text,
 )
 from pbxlink.clients.numbers import MIN_DIGITS, Number, PhoneNumbers
+
+if TYPE_CHECKING:
+    from pbxlink.config import Config
 
 log = structlog.get_logger("pbxlink.clients")
 
@@ -114,6 +117,16 @@ class Directory:
         #: called after every committed change a person made (not register_unknown): the popup
         #: hub re-reads the cards of calls in progress
         self.listeners: list[Callable[[], None]] = []
+
+    @classmethod
+    def from_config(cls, config: Config) -> Directory:
+        """The directory as the config sets it up: its database, number rules and photos."""
+        return cls(
+            config.storage.database_path,
+            PhoneNumbers.from_config(config.clients),
+            photos_dir=config.storage.state_dir / "photos",
+            register_unknown=config.clients.register_unknown,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 

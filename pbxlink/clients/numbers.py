@@ -13,8 +13,12 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import phonenumbers
+
+if TYPE_CHECKING:
+    from pbxlink.config import ClientsConfig
 
 NOT_A_NUMBER = frozenset(
     {"", "anonymous", "unknown", "<unknown>", "unavailable", "restricted", "private", "withheld"}
@@ -45,6 +49,13 @@ class PhoneNumbers:
         self.strip_prefixes = strip_prefixes
         self.last_digits = last_digits
         self.normalize = functools.lru_cache(maxsize=cache_size)(self._normalize)
+
+    @classmethod
+    def from_config(cls, clients: ClientsConfig) -> PhoneNumbers:
+        """The number rules of the `[clients]` config section."""
+        return cls(
+            clients.region, strip_prefixes=clients.strip_prefixes, last_digits=clients.last_digits
+        )
 
     def _normalize(self, raw: str) -> Number | None:
         text = raw.strip()
