@@ -44,13 +44,7 @@ def add_routes(app: web.Application, store: CallLogStore, directory: Directory |
 
     config = app[CONFIG]
     numbers = (
-        directory.numbers
-        if directory is not None
-        else PhoneNumbers(
-            config.clients.region,
-            strip_prefixes=config.clients.strip_prefixes,
-            last_digits=config.clients.last_digits,
-        )
+        directory.numbers if directory is not None else PhoneNumbers.from_config(config.clients)
     )
     calls = _Calls(store, directory, numbers, config.tracker.pbx_timezone)
     # the fixed paths first: /api/calls/{call_id} would take them
