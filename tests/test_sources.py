@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiomysql
@@ -32,7 +33,7 @@ from pbxlink.clients.sources import (
     number_value,
     source_from_dict,
 )
-from pbxlink.clients.sources.base import MISS, BadArgument, TtlCache
+from pbxlink.clients.sources.base import MISS, BadArgument, Source, TtlCache
 from pbxlink.clients.sources.sql import prepare
 from pbxlink.config import ConfigError
 
@@ -50,6 +51,15 @@ CLOSED_PORT = 9  # discard: nothing listens on it here
 
 def failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in logs if e["event"] == "sources.failed"]
+
+
+@asynccontextmanager
+async def closing(source: Source) -> AsyncIterator[Source]:
+    """The source, closed after the block whatever happens in it."""
+    try:
+        yield source
+    finally:
+        await source.close()
 
 
 # -- the CRM: a real HTTP server ---------------------------------------------------------------
@@ -162,10 +172,8 @@ def http(crm: Crm, route: str = "api/customers", **kwargs: Any) -> HttpSource:
 
 async def test_http_maps_json_paths_to_the_card_and_sends_the_headers(crm: Crm) -> None:
     source = http(crm, headers={"Authorization": "Bearer s3cret", "X-Tenant": "7"})
-    try:
+    async with closing(source):
         card = await source.lookup(NINO)
-    finally:
-        await source.close()
     assert card == CardFields(
         name="Nino Beridze",
         company="Kartuli Ltd",
@@ -189,10 +197,8 @@ async def test_http_maps_json_paths_to_the_card_and_sends_the_headers(crm: Crm) 
 
 async def test_http_empty_values_are_no_values(crm: Crm) -> None:
     source = http(crm)
-    try:
+    async with closing(source):
         card = await source.lookup(GIORGI)
-    finally:
-        await source.close()
     assert card is not None and card.name == "Giorgi"
     assert card.company is None and card.orders == []  # "" and [] give nothing to merge
 
@@ -208,21 +214,17 @@ async def test_http_empty_values_are_no_values(crm: Crm) -> None:
 )
 async def test_http_number_forms(crm: Crm, form: str, sent: str) -> None:
     source = http(crm, number_form=form)
-    try:
+    async with closing(source):
         await source.lookup(NINO)
-    finally:
-        await source.close()
     assert crm.paths() == [sent]
 
 
 async def test_http_404_is_not_found_and_not_an_error(crm: Crm) -> None:
     source = http(crm)
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             assert await source.lookup(STRANGER) is None
             assert await source.lookup(STRANGER) is None  # "not found" is cached too
-        finally:
-            await source.close()
     assert failures(logs) == []
     assert len(crm.requests) == 1
 
@@ -241,11 +243,9 @@ async def test_http_404_is_not_found_and_not_an_error(crm: Crm) -> None:
 async def test_http_failures_are_logged_and_skipped(crm: Crm, route: str, reason: str) -> None:
     source = http(crm, route, max_body_bytes=100_000)
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             assert await source.lookup(NINO) is None
             assert await source.lookup(NINO) is None  # failures are not cached: asked again
-        finally:
-            await source.close()
     failed = failures(logs)
     assert len(failed) == 2 and failed[0]["log_level"] == "warning"
     assert failed[0]["source"] == "crm" and failed[0]["reason"].startswith(reason)
@@ -256,10 +256,8 @@ async def test_http_slower_than_its_timeout_is_logged_and_skipped(crm: Crm) -> N
     source = http(crm, "slow/1", timeout_s=0.2)
     started = time.monotonic()
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             assert await source.lookup(NINO) is None
-        finally:
-            await source.close()
     assert time.monotonic() - started < 0.6
     [failed] = failures(logs)
     assert failed["reason"] == "timeout" and failed["timeout_s"] == 0.2
@@ -268,17 +266,15 @@ async def test_http_slower_than_its_timeout_is_logged_and_skipped(crm: Crm) -> N
 async def test_http_connection_refused_is_logged_and_skipped() -> None:
     source = HttpSource("down", f"http://127.0.0.1:{CLOSED_PORT}/c/{{number}}", fields=CRM_FIELDS)
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             assert await source.lookup(NINO) is None
-        finally:
-            await source.close()
     [failed] = failures(logs)
     assert failed["source"] == "down" and "Connect" in failed["reason"]
 
 
 async def test_http_cache_hit_sends_no_second_request_and_expires(crm: Crm) -> None:
     source = http(crm, cache_ttl_s=0.3)
-    try:
+    async with closing(source):
         first = await source.lookup(NINO)
         assert first is not None
         first.name = "edited by a caller"  # the cache hands out copies
@@ -288,16 +284,12 @@ async def test_http_cache_hit_sends_no_second_request_and_expires(crm: Crm) -> N
         await asyncio.sleep(0.35)
         assert await source.lookup(NINO) is not None
         assert len(crm.requests) == 2  # expired: asked again
-    finally:
-        await source.close()
 
 
 async def test_http_concurrent_lookups_of_one_number_share_one_request(crm: Crm) -> None:
     source = http(crm, "slow/0.1")
-    try:
+    async with closing(source):
         cards = await asyncio.gather(*(source.lookup(NINO) for _ in range(5)))
-    finally:
-        await source.close()
     assert all(c is not None and c.name == "Nino Beridze" for c in cards)
     assert len(crm.requests) == 1
 
@@ -713,34 +705,35 @@ PG_FIELDS = {
 }
 
 
-def pg_source(t: str, **kwargs: Any) -> SqlSource:
+def joined_source(name: str, dsn: str, t: str, where: str = "") -> SqlSource:
+    """Customers LEFT JOIN their orders, a row an order: the query both databases are asked."""
     query = (
         f"SELECT c.name, c.company, c.city, o.number, o.stage, o.debt, o.open "
         f"FROM {t} c LEFT JOIN {t}_orders o ON o.customer = c.id "
-        f"WHERE c.phone = :number ORDER BY o.number"
+        f"WHERE c.phone = :number{where} ORDER BY o.number"
     )
-    kwargs.setdefault("query", query)
-    return SqlSource(kwargs.pop("name", "pg"), PG_DSN, fields=PG_FIELDS, **kwargs)
+    return SqlSource(name, dsn, query, PG_FIELDS)
+
+
+NINO_ORDERS = [
+    {"number": "A-1", "stage": "shipped", "responsible": None, "debt": 12.5, "open": True},
+    {"number": "A-2", "stage": "closed", "responsible": None, "debt": 0.0, "open": False},
+]
 
 
 async def test_pg_maps_columns_first_row_wins_orders_from_every_row(pg: Any) -> None:
     _, t = pg
-    source = pg_source(t)
+    source = joined_source("pg", PG_DSN, t)
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             nino = await source.lookup(NINO)
             giorgi = await source.lookup(GIORGI)
             stranger = await source.lookup(STRANGER)
-        finally:
-            await source.close()
     assert nino == CardFields(
         name="Nino Beridze",
         company="Kartuli Ltd",
         city="Tbilisi",
-        orders=[
-            {"number": "A-1", "stage": "shipped", "responsible": None, "debt": 12.5, "open": True},
-            {"number": "A-2", "stage": "closed", "responsible": None, "debt": 0.0, "open": False},
-        ],
+        orders=NINO_ORDERS,
         source="pg",
     )
     assert giorgi is not None and giorgi.name == "Giorgi" and giorgi.orders == []
@@ -749,15 +742,13 @@ async def test_pg_maps_columns_first_row_wins_orders_from_every_row(pg: Any) -> 
 
 async def test_pg_answers_are_cached(pg: Any) -> None:
     conn, t = pg
-    source = pg_source(t)
-    try:
+    source = joined_source("pg", PG_DSN, t)
+    async with closing(source):
         assert (await source.lookup(NINO)).name == "Nino Beridze"  # type: ignore[union-attr]
         await conn.execute(f"UPDATE {t} SET name = 'Renamed' WHERE id = 1")
         assert (await source.lookup(NINO)).name == "Nino Beridze"  # type: ignore[union-attr]
         source.clear_cache()
         assert (await source.lookup(NINO)).name == "Renamed"  # type: ignore[union-attr]
-    finally:
-        await source.close()
 
 
 async def test_pg_timeout_is_logged_and_the_pool_recovers(pg: Any) -> None:
@@ -766,12 +757,10 @@ async def test_pg_timeout_is_logged_and_the_pool_recovers(pg: Any) -> None:
     source = SqlSource("pg", PG_DSN, query, {"name": "name"}, timeout_s=0.3, pool_size=1)
     started = time.monotonic()
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             assert await source.lookup(GIORGI) is None  # slow = 1 s: beyond the timeout
             assert time.monotonic() - started < 0.8
             card = await source.lookup(NINO)  # the one pooled connection was replaced
-        finally:
-            await source.close()
     assert card is not None and card.name == "Nino Beridze"
     assert [e["reason"] for e in failures(logs)] == ["timeout"]
 
@@ -783,10 +772,8 @@ async def test_pg_writes_through_a_function_are_blocked_by_the_read_only_transac
     query = f"SELECT {t}_touch(:number) AS name"
     source = SqlSource("pg", PG_DSN, query, {"name": "name"})
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             assert await source.lookup(NINO) is None
-        finally:
-            await source.close()
     [failed] = failures(logs)
     assert failed["reason"] == "ReadOnlySQLTransactionError"
     assert "read-only transaction" in failed["error"]
@@ -798,13 +785,11 @@ async def test_pg_reconnects_after_its_connection_was_killed(pg: Any) -> None:
     query = f"SELECT name, pg_backend_pid() AS notes FROM {t} WHERE phone = :number"
     source = SqlSource("pg", PG_DSN, query, {"name": "name", "notes": "notes"}, cache_ttl_s=0)
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             first = await source.lookup(NINO)
             assert first is not None and first.notes is not None
             assert await conn.fetchval("SELECT pg_terminate_backend($1)", int(first.notes))
             card = await source.lookup(NINO)  # at once: usually on the dead one, then retried
-        finally:
-            await source.close()
     assert card is not None and card.name == "Nino Beridze" and card.notes != first.notes
     assert failures(logs) == []
 
@@ -833,10 +818,8 @@ async def test_pg_missing_column_is_a_logged_failure(pg: Any) -> None:
         {"name": "name", "city": "town"},
     )
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             assert await source.lookup(NINO) is None
-        finally:
-            await source.close()
     assert failures(logs)[0]["reason"].startswith("column 'town' not in the result")
 
 
@@ -883,34 +866,19 @@ async def my() -> AsyncIterator[tuple[Any, str]]:
         conn.close()
 
 
-def my_source(t: str, **kwargs: Any) -> SqlSource:
-    query = (
-        f"SELECT c.name, c.company, c.city, o.number, o.stage, o.debt, o.open "
-        f"FROM {t} c LEFT JOIN {t}_orders o ON o.customer = c.id "
-        f"WHERE c.phone = :number AND c.name LIKE '%' ORDER BY o.number"
-    )
-    kwargs.setdefault("query", query)
-    return SqlSource(kwargs.pop("name", "my"), MY_DSN, fields=PG_FIELDS, **kwargs)
-
-
 async def test_mariadb_maps_columns_and_orders(my: Any) -> None:
     _, t = my
-    source = my_source(t)
+    source = joined_source("my", MY_DSN, t, " AND c.name LIKE '%'")  # a literal % beside :number
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             nino = await source.lookup(NINO)
             giorgi = await source.lookup(GIORGI)
             stranger = await source.lookup(STRANGER)
-        finally:
-            await source.close()
     assert nino == CardFields(
         name="ნინო ბერიძე",
         company="Kartuli Ltd",
         city="Tbilisi",
-        orders=[
-            {"number": "A-1", "stage": "shipped", "responsible": None, "debt": 12.5, "open": True},
-            {"number": "A-2", "stage": "closed", "responsible": None, "debt": 0.0, "open": False},
-        ],
+        orders=NINO_ORDERS,
         source="my",
     )
     assert giorgi is not None and giorgi.name == "Giorgi" and giorgi.orders == []
@@ -923,12 +891,10 @@ async def test_mariadb_timeout_is_logged_and_the_pool_recovers(my: Any) -> None:
     source = SqlSource("my", MY_DSN, query, {"name": "name"}, timeout_s=0.3, pool_size=1)
     started = time.monotonic()
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             assert await source.lookup(GIORGI) is None  # slow = 1 s: beyond the timeout
             assert time.monotonic() - started < 0.8
             card = await source.lookup(NINO)
-        finally:
-            await source.close()
     assert card is not None and card.name == "ნინო ბერიძე"
     assert [e["reason"] for e in failures(logs)] == ["timeout"]
 
@@ -939,10 +905,8 @@ async def test_mariadb_writes_through_a_function_are_blocked_by_the_read_only_tr
     conn, t = my
     source = SqlSource("my", MY_DSN, f"SELECT {t}_touch(:number) AS name", {"name": "name"})
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             assert await source.lookup(NINO) is None
-        finally:
-            await source.close()
     [failed] = failures(logs)
     assert failed["reason"] == "OperationalError" and "READ ONLY" in failed["error"]
     async with conn.cursor() as cur:
@@ -957,14 +921,12 @@ async def test_mariadb_reconnects_after_its_connection_was_killed(my: Any) -> No
         "my", MY_DSN, query, {"name": "name", "notes": "notes"}, cache_ttl_s=0, pool_size=1
     )
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             first = await source.lookup(NINO)
             assert first is not None and first.notes is not None
             async with conn.cursor() as cur:
                 await cur.execute(f"KILL {int(first.notes)}")
             card = await source.lookup(NINO)
-        finally:
-            await source.close()
     assert card is not None and card.name == "ნინო ბერიძე" and card.notes != first.notes
     assert failures(logs) == []
 
@@ -977,10 +939,8 @@ async def test_mariadb_connection_refused_is_logged_and_skipped() -> None:
         {"name": "name"},
     )
     with capture_logs() as logs:
-        try:
+        async with closing(source):
             assert await source.lookup(NINO) is None
-        finally:
-            await source.close()
     [failed] = failures(logs)
     assert failed["kind"] == "sql" and failed["reason"] == "OperationalError"
     assert "2003" in failed["error"]
@@ -989,7 +949,7 @@ async def test_mariadb_connection_refused_is_logged_and_skipped() -> None:
 async def test_sql_and_http_in_one_chain(pg: Any, crm: Crm) -> None:
     _, t = pg
     # budget 0.5 s (the first query also opens the pool), the CRM answers after 1 s
-    sources = [pg_source(t, name="erp"), http(crm, "slow/1.0", name="crm", timeout_s=3)]
+    sources = [joined_source("erp", PG_DSN, t), http(crm, "slow/1.0", name="crm", timeout_s=3)]
     async with LookupChain(sources, budget_s=0.5) as chain:
         now = await chain.lookup(NINO)
         assert now.fields.source == "erp" and now.pending is not None
