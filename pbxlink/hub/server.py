@@ -79,9 +79,13 @@ class _Live:
     ringing: dict[str, float] = field(default_factory=dict)  # extension -> ring start
     shown: set[str] = field(default_factory=set)  # extensions that were sent the call
     missed: set[str] = field(default_factory=set)  # rings that ended no_answer/busy
-    announced: bool = False  # the wallboards were sent the call
     holder: str | None = None  # the extension holding the answered call
     answered_at: float | None = None
+
+    @property
+    def announced(self) -> bool:
+        """The wallboards were sent the call: it rang or reached someone, or was answered."""
+        return bool(self.shown) or self.answered_at is not None
 
 
 def default_origins(config: Config, web_port: int | None = None) -> tuple[str, ...]:
@@ -229,7 +233,7 @@ class Hub:
         if isinstance(update, Ringing):
             ext = update.extension
             live.ringing[ext] = update.at
-            self._show(live, ext)
+            live.shown.add(ext)
             self._send(
                 self._audience((ext,)),
                 lambda: messages.ringing(call.call_id, ext, update.at, self._card(live, ext)),
@@ -245,8 +249,7 @@ class Hub:
             live.holder, live.answered_at = who, update.at
             live.ringing.clear()
             if who is not None:
-                self._show(live, who)
-            live.announced = True
+                live.shown.add(who)
             self._send(
                 self._audience(live.shown),
                 lambda: messages.answered(
@@ -255,7 +258,7 @@ class Hub:
             )
         elif isinstance(update, Transferred):
             live.holder = update.extension
-            self._show(live, update.extension)
+            live.shown.add(update.extension)
             self._send(
                 self._audience(live.shown),
                 lambda: messages.transferred(
@@ -304,10 +307,6 @@ class Hub:
                 self._index(client)
 
     # -- routing ---------------------------------------------------------------------------------
-
-    def _show(self, live: _Live, extension: str) -> None:
-        live.shown.add(extension)
-        live.announced = True
 
     def _audience(self, extensions: Iterable[str], *, wallboards: bool = True) -> set[_Client]:
         out = set(self._wallboards) if wallboards else set()
