@@ -43,7 +43,9 @@ from pbxlink.config import Config, HubConfig, Operator, hash_token, parse
 from pbxlink.hub import Hub
 from pbxlink.hub.card import card_dict, operator_names
 from pbxlink.hub.web import add_routes
-from pbxlink.web import Metrics, make_app, serve
+from pbxlink.web import Metrics, make_app
+
+from conftest import FakeStatus, served
 
 T0 = 1_714_555_800.0
 ORIGIN = "http://127.0.0.1:8080"
@@ -164,14 +166,21 @@ def hub_config(**hub: Any) -> Config:
     return Config(company="ACME", operators=list(OPERATORS), hub=HubConfig(**{"port": 0, **hub}))
 
 
+@contextlib.asynccontextmanager
+async def running(hub: Hub) -> AsyncIterator[Hub]:
+    """The hub started, and closed after the block whatever happens in it."""
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.close()
+
+
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
     h = Hub(hub_config(), origins=[ORIGIN], hello_timeout_s=0.5)
-    await h.start()
-    try:
+    async with running(h):
         yield h
-    finally:
-        await h.close()
 
 
 # -- calls and cards ---------------------------------------------------------------------------
@@ -554,35 +563,27 @@ def test_the_card_takes_the_directory_first_and_fills_gaps_from_the_crm() -> Non
 async def test_api_hub_tells_the_page_where_to_connect(public_url: str) -> None:
     config = hub_config(public_url=public_url)
     hub = Hub(config, origins=[ORIGIN])
-    await hub.start()
-    app = make_app(config, _Status(), Metrics())
+    app = make_app(config, FakeStatus(), Metrics())
     add_routes(app, hub)
-    try:
-        async with await serve(app, "127.0.0.1", 0) as web, aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{web.port}/api/hub"
-            async with http.get(url) as resp:
-                assert resp.status == 401
-            headers = {"Authorization": f"Bearer {TOKENS['101']}"}
-            async with http.get(url, headers=headers) as resp:
-                assert resp.status == 200
-                body = await resp.json()
-            assert body == {
-                "url": public_url or f"ws://127.0.0.1:{hub.port}/",
-                "protocol_version": 1,
-            }
-            if not public_url:  # the URL it gives works
-                async with page(hub, "101") as p:
-                    assert p.welcome["operator"]["name"] == "Nino"
-    finally:
-        await hub.close()
-
-
-class _Status:
-    ami_state = "up"
-    last_event_age_s = 0.0
-    calls_active = 0
-    store_queue_depth = 0
-    started_at = T0
+    async with (
+        running(hub),
+        served(app) as web,
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"http://127.0.0.1:{web.port}/api/hub"
+        async with http.get(url) as resp:
+            assert resp.status == 401
+        headers = {"Authorization": f"Bearer {TOKENS['101']}"}
+        async with http.get(url, headers=headers) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        assert body == {
+            "url": public_url or f"ws://127.0.0.1:{hub.port}/",
+            "protocol_version": 1,
+        }
+        if not public_url:  # the URL it gives works
+            async with page(hub, "101") as p:
+                assert p.welcome["operator"]["name"] == "Nino"
 
 
 # -- end to end: the daemon, the simulator, a configured operator ------------------------------

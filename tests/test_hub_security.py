@@ -32,6 +32,7 @@ from test_hub import (
     hub_config,
     page,
     record,
+    running,
 )
 from test_link_tls import make_cert
 from websockets.asyncio.client import connect
@@ -52,11 +53,8 @@ def url(hub: Hub) -> str:
 @pytest.fixture
 async def hub() -> Any:
     h = Hub(hub_config(), origins=[ORIGIN], hello_timeout_s=0.3)
-    await h.start()
-    try:
+    async with running(h):
         yield h
-    finally:
-        await h.close()
 
 
 async def test_no_hello_is_closed_4001(hub: Hub) -> None:
@@ -201,8 +199,7 @@ async def test_a_thousand_connections_leave_no_tasks_and_little_memory(hub: Hub)
 
 async def test_a_stalled_client_is_dropped_4008_and_delays_nobody() -> None:
     hub = Hub(hub_config(queue_frames=32), origins=[ORIGIN])
-    await hub.start()
-    try:
+    async with running(hub):
         # a supervisor's tab that stopped reading: a small receive window, and websockets
         # stops reading the socket once 4 messages wait unread
         sock = socket.socket()
@@ -243,15 +240,12 @@ async def test_a_stalled_client_is_dropped_4008_and_delays_nobody() -> None:
             barrier(hub, "101")
             assert (await p101.recv())["call_id"].startswith("barrier")
             assert hub.clients == 2
-    finally:
-        await hub.close()
 
 
 async def test_wss_with_a_certificate(tmp_path: Path) -> None:
     cert, key = make_cert(tmp_path, "hub")
     hub = Hub(hub_config(tls_cert_file=cert, tls_key_file=key), origins=[ORIGIN])
-    await hub.start()
-    try:
+    async with running(hub):
         assert hub.url_for("127.0.0.1").startswith("wss://")
         trust = ssl.create_default_context(cafile=str(cert))
         wss = f"wss://127.0.0.1:{hub.port}/"
@@ -265,8 +259,6 @@ async def test_wss_with_a_certificate(tmp_path: Path) -> None:
             async with connect(url(hub), origin=ORIGIN, open_timeout=2) as ws:  # type: ignore[arg-type]
                 await hello(ws, "101")
                 await ws.recv()
-    finally:
-        await hub.close()
 
 
 async def test_a_bad_certificate_or_a_taken_port_names_the_config_key(tmp_path: Path) -> None:
@@ -275,10 +267,7 @@ async def test_a_bad_certificate_or_a_taken_port_names_the_config_key(tmp_path: 
     with pytest.raises(ConfigError, match=r"\[hub\] tls_cert_file .*nope.pem"):
         await hub.start()
     first = Hub(hub_config(), origins=[ORIGIN])
-    await first.start()
-    try:
+    async with running(first):
         second = Hub(hub_config(port=first.port), origins=[ORIGIN])
         with pytest.raises(OSError, match=rf"\[hub\] 127.0.0.1:{first.port}: cannot listen"):
             await second.start()
-    finally:
-        await first.close()
