@@ -31,7 +31,6 @@ from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate, TooLon
 from pbxlink.calls.toolong import TooLongWatch
 from pbxlink.clients.card import CallCard, client_number
 from pbxlink.clients.directory import Directory
-from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.clients.sources import LookupChain
 from pbxlink.config import Config, ConfigError, Operator, hash_token
 from pbxlink.config import load as load_config
@@ -65,17 +64,8 @@ class Daemon:
         self.store = CallLogStore(config.storage.database_path, too_long=config.thresholds)
         self.too_long = TooLongWatch(config.thresholds)
         self.retention = Retention(self.store, config.retention, config.recordings_dir)
+        self.directory = Directory.from_config(config)
         clients = config.clients
-        self.directory = Directory(
-            config.storage.database_path,
-            PhoneNumbers(
-                clients.region,
-                strip_prefixes=clients.strip_prefixes,
-                last_digits=clients.last_digits,
-            ),
-            photos_dir=config.storage.state_dir / "photos",
-            register_unknown=clients.register_unknown,
-        )
         self.sources = LookupChain(list(clients.sources), clients.lookup_budget_ms / 1000)
         #: call_id -> what is known of the caller (or the callee, outbound): the card
         self.cards: dict[str, CallCard] = {}
