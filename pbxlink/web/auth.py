@@ -76,6 +76,13 @@ def operator_of(request: web.Request) -> Operator:
     return operator
 
 
+def call_scope(request: web.Request) -> tuple[str, ...] | None:
+    """Whose calls the request's operator sees: its own extensions', or (None) every call
+    for supervisors and admins. The one rule the call log, its recordings and exports use."""
+    op = operator_of(request)
+    return None if allows(op, "supervisor") else op.extensions
+
+
 def _unauthorized(message: str, *, invalid: bool) -> ApiError:
     challenge = f'{CHALLENGE}, error="invalid_token"' if invalid else CHALLENGE
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})

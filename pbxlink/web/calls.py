@@ -29,7 +29,7 @@ from pbxlink.calllog.store import CallLogStore
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import NotFound
 from pbxlink.clients.numbers import PhoneNumbers
-from pbxlink.web.auth import allows, operator_of
+from pbxlink.web.auth import call_scope, operator_of
 from pbxlink.web.errors import ApiError, bad_request
 from pbxlink.web.openapi import BEARER, error, json_body, obj, query_param
 
@@ -55,12 +55,6 @@ def add_routes(app: web.Application, store: CallLogStore, directory: Directory |
     app.router.add_get("/api/calls/{call_id}", calls.get)
 
 
-def _scope(request: web.Request) -> tuple[str, ...] | None:
-    """The extensions whose calls the request's operator sees; None: every call."""
-    op = operator_of(request)
-    return None if allows(op, "supervisor") else op.extensions
-
-
 @dataclass(slots=True)
 class _Calls:
     store: CallLogStore
@@ -76,7 +70,7 @@ class _Calls:
             f = query.parse_filter(request.query, numbers=self.numbers, tz=self.tz, extra=extra)
         except QueryError as exc:
             raise bad_request(exc) from None
-        scope = _scope(request)
+        scope = call_scope(request)
         for extension in f.extensions:
             if scope is not None and extension not in scope:
                 raise ApiError(
@@ -111,7 +105,7 @@ class _Calls:
         for key in request.query:
             raise ApiError(400, "bad_request", f"{key}: unknown parameter (none known)", param=key)
         call_id = request.match_info["call_id"]
-        found = await query.get(self.store.reader, call_id, _scope(request))
+        found = await query.get(self.store.reader, call_id, call_scope(request))
         if found is None:
             raise ApiError(404, "not_found", f"no call {call_id}", what="call")
         client = None

@@ -27,7 +27,7 @@ from pbxlink.calllog import query
 from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.config import Config
-from pbxlink.web.auth import allows, operator_of
+from pbxlink.web.auth import call_scope, operator_of
 from pbxlink.web.errors import ApiError
 from pbxlink.web.openapi import BEARER, error
 
@@ -87,7 +87,7 @@ class _Recordings:
         call_id = request.match_info["call_id"]
         download = _download(request)
         op = operator_of(request)
-        mine = None if allows(op, "supervisor") else op.extensions
+        mine = call_scope(request)
         call = await self.store.get(call_id)
         if call is None:
             self._refuse(call_id, op.name, "no such call")
