@@ -251,7 +251,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[float, str]:
 
 _N = len(RECORD_FIELDS)
 TIME_NAMES = tuple(name for name in RECORD_FIELDS if name.endswith("_at"))
-LIST_NAMES = ("extensions_rung", "transferred_to")
+LIST_NAMES = ("extensions_rung", "transferred_to", "estimated")
 TEXT_NAMES = (
     "call_id",
     "caller_number",

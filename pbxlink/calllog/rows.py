@@ -72,6 +72,7 @@ def to_row(r: CallRecord) -> Row:
         _strings("transferred_to", r.transferred_to),
         _text("recording", r.recording, null=True),
         int(r.partial),
+        _strings("estimated", r.estimated),
     )
 
 
@@ -81,6 +82,7 @@ def from_row(row: Row) -> CallRecord:
     values["extensions_rung"] = json.loads(str(values["extensions_rung"]))
     values["transferred_to"] = json.loads(str(values["transferred_to"]))
     values["partial"] = bool(values["partial"])
+    values["estimated"] = json.loads(str(values["estimated"]))
     return CallRecord(**values)
 
 

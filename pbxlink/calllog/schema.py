@@ -113,7 +113,12 @@ CREATE INDEX calls_wait ON calls (wait_s, call_id);
 CREATE INDEX calls_too_long ON calls (started_at, call_id) WHERE too_long = 1;
 """
 
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4)
+# the times a partial record had to estimate (CallRecord.estimated), a JSON list of names
+MIGRATION_5 = """
+ALTER TABLE calls ADD COLUMN estimated TEXT NOT NULL DEFAULT '[]';
+"""
+
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5)
 
 
 async def connect(path: Path, busy_timeout_s: float) -> aiosqlite.Connection:

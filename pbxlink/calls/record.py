@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 Direction = Literal["inbound", "outbound", "internal"]
 Status = Literal["answered", "no_answer", "busy", "abandoned", "voicemail", "failed"]
+#: the times a record may have had to guess (`CallRecord.estimated` names them)
+Estimated = Literal["answered_at", "ended_at"]
 
 #: the field names of `pbxlink replay --json`, in output order
 RECORD_FIELDS = (
@@ -31,6 +33,7 @@ RECORD_FIELDS = (
     "transferred_to",
     "recording",
     "partial",
+    "estimated",
 )
 
 _TIME_FIELDS = ("started_at", "offered_at", "answered_at", "ended_at")
@@ -69,6 +72,10 @@ class CallRecord:
     transferred_to: list[str] = field(default_factory=list)
     recording: str | None = None
     partial: bool = False
+    #: the times pbxlink had to estimate because nothing Asterisk said afterwards told the
+    #: truth (an answer or an end while the link or the daemon was down); `wait_s`/`talk_s`
+    #: derived from them are estimates too. Always a subset of `partial` records.
+    estimated: list[Estimated] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pbxlink.calls.record import CallRecord, Direction, Status
+from pbxlink.calls.record import CallRecord, Direction, Estimated, Status
 from pbxlink.calls.rules import Kind
 from pbxlink.calls.updates import RingOutcome
 
@@ -74,7 +74,8 @@ class Call:
     offered_at: float | None = None
     answered_at: float | None = None
     answered_by: str | None = None
-    answer_estimated: bool = False
+    answer_estimated: bool = False  # answered while the link was down: a guess until a Cdr
+    end_estimated: bool = False  # ended while the link or the daemon was down
     transferred_to: list[str] = field(default_factory=list)
     queue: str | None = None
     in_queue: bool = False
@@ -171,7 +172,16 @@ class Call:
             transferred_to=list(self.transferred_to),
             recording=self.recording,
             partial=self.partial,
+            estimated=self._estimated(),
         )
+
+    def _estimated(self) -> list[Estimated]:
+        out: list[Estimated] = []
+        if self.answer_estimated and self.answered_at is not None:
+            out.append("answered_at")
+        if self.end_estimated and self.ended_at is not None:
+            out.append("ended_at")
+        return out
 
     def _operator_number(self, caller: Channel) -> str:
         if caller.extension is not None:

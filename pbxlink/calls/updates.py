@@ -63,6 +63,12 @@ class Transferred(CallUpdate):
 
 
 @dataclass(slots=True, frozen=True)
+class Changed(CallUpdate):
+    """The call's record changed in a way no other update tells (an IVR digit, a queue join,
+    the recording, the DID, fields a previous run knew): what a restart must find stored."""
+
+
+@dataclass(slots=True, frozen=True)
 class CallEnded(CallUpdate):
     """The final record. Emitted exactly once per call."""
 

@@ -90,6 +90,11 @@ SCHEMAS: dict[str, Any] = {
             "transferred_to": _STRINGS,
             "recording": _NULLABLE_TEXT,
             "partial": {"type": "boolean"},
+            "estimated": {
+                "type": "array",
+                "items": {"enum": ["answered_at", "ended_at"]},
+                "description": "times pbxlink had to estimate (wait_s/talk_s follow them)",
+            },
         }
     ),
     "Phone": obj(
