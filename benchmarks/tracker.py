@@ -5,7 +5,7 @@ honest yardstick on an unknown machine is a baseline measured in the same proces
 same bytes, at the same moment. The baseline is panoramisk 1.4's own parser
 (`AMIProtocol.data_received`): what pbxlink would cost if it simply used panoramisk.
 
-Input: the real traces of ../shared/traces, concatenated and repeated `--copies` times into
+Input: the real traces of tests/traces, concatenated and repeated `--copies` times into
 one long session, each copy with fresh channel ids, channel names and bridge ids, and its
 times moved forward, so the tracker sees many distinct calls rather than the same ones again.
 The stream is held in memory and cut into 64 KiB chunks (one socket read each) before any
@@ -44,7 +44,7 @@ from pbxlink.replay import CHUNK, finished_calls, replay
 from machine import cpu_model, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TRACES = Path(os.environ.get("PBXLINK_TRACES", ROOT.parent / "shared" / "traces"))
+DEFAULT_TRACES = Path(os.environ.get("PBXLINK_TRACES", ROOT / "tests" / "traces"))
 DEFAULT_GLOBS = ("*.ami", "freepbx/*.ami")
 
 #: AMI events a real Asterisk sends per call (trace 14: 5,596 events for 40 calls)

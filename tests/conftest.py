@@ -1,7 +1,10 @@
-"""Shared fixtures. The real Asterisk traces live beside the project, in ../shared/traces.
+"""Shared fixtures. The real Asterisk traces are shipped in tests/traces: a byte-for-byte copy
+of the recordings in ../shared/traces, listed with their SHA-256 sums in tests/traces.sha256
+(test_trace_copy.py compares the copy with ../shared/traces wherever that exists).
 
-Where they are missing the trace tests skip with a message; CI sets PBXLINK_STRICT=1, which
-turns that skip into a failure so a broken checkout can never pass by running less.
+Where outside material is missing (a database server, chromium) tests skip with a message;
+CI sets PBXLINK_STRICT=1, which turns that skip into a failure so a broken checkout can never
+pass by running less.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from pbxlink.calls.tracker import CallTracker, TrackerConfig
 from pbxlink.web import WebServer, serve
 
 ROOT = Path(__file__).resolve().parent.parent
-TRACES = Path(os.environ.get("PBXLINK_TRACES", ROOT.parent / "shared" / "traces"))
+TRACES = ROOT / "tests" / "traces"  # every test reads the copy in the repository
+TRACES_MANIFEST = ROOT / "tests" / "traces.sha256"
+SHARED_TRACES = ROOT.parent / "shared" / "traces"  # where the copy came from
 STRICT = os.environ.get("PBXLINK_STRICT") == "1"
 
 

@@ -1,4 +1,4 @@
-"""Compare records with a trace's truth the way shared/traces/README.md says to."""
+"""Compare records with a trace's truth the way tests/traces/README.md says to."""
 
 from __future__ import annotations
 
