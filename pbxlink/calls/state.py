@@ -113,8 +113,12 @@ class Call:
         return "internal"
 
     def status(self, direction: Direction) -> Status:
+        """`answered` once answered; until then `no_answer` while the call goes on (how it
+        ends, busy or abandoned or voicemail, is known when it ends: docs/popup-protocol.md)."""
         if self.answered_at is not None:
             return "answered"
+        if self.ended_at is None:
+            return "no_answer"
         if self.voicemail:
             return "voicemail"
         if self.caller_gave_up:
