@@ -277,8 +277,27 @@ class CallTracker:
             call.last_outcome = outcome
         if leg.announced and dest.extension:
             self.emit(RingEnded(at, call.record(at), dest.extension, outcome))
-        if outcome == "answered":
+        if outcome == "answered" and call.answered_at is not None:
+            if dest.extension and self._dialed_by_caller(leg):  # a blind transfer's target
+                self.emit(Answered(at, call.record(at), dest.extension))
+        elif outcome == "answered":
             self.mark_answered(call, dest, at)
+
+    def _dialed_by_caller(self, leg: Leg) -> bool:
+        """The caller's channel dialed this leg (itself, or through a Local pair it dialed):
+        whoever answers talks to the caller. A consult call's leg is dialed by the operator."""
+        caller = leg.dest.call.caller
+        dialer = self.channels.get(leg.dialer or "")
+        if caller is None or dialer is None:
+            return False
+        if dialer is caller:
+            return True
+        return dialer.kind is Kind.LOCAL and any(
+            other.dest.kind is Kind.LOCAL
+            and other.dest.endpoint == dialer.endpoint
+            and other.dialer == caller.uniqueid
+            for other in leg.dest.call.legs.values()
+        )
 
     def mark_answered(self, call: Call, by: Channel, at: float, *, estimated: bool = False) -> None:
         if call.answered_at is not None or by is call.caller or by.kind is Kind.LOCAL:

@@ -49,7 +49,9 @@ class RingEnded(CallUpdate):
 
 @dataclass(slots=True, frozen=True)
 class Answered(CallUpdate):
-    """The call was answered: by an operator (`extension`), or, outbound, by the far end."""
+    """The call was answered: by an operator (`extension`), or, outbound, by the far end.
+    Again when a blind transfer's or a redirect's target picks up (`extension` the target):
+    the call has a new holder, while the record's `answered_by` stays who answered first."""
 
     extension: str | None
 

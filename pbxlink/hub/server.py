@@ -358,7 +358,8 @@ class Hub:
         out: list[Message] = []
         for live in self._calls.values():
             cid = live.call.call_id
-            if live.answered_at is not None:
+            # answered, unless its holder's phone still rings (a blind transfer's target)
+            if live.answered_at is not None and live.holder not in live.ringing:
                 if client.wallboard or live.holder in mine:
                     card = self._card(live, live.holder)
                     out.append(messages.answered(cid, live.holder, live.answered_at, card))

@@ -209,9 +209,12 @@ export class Board {
     switch (call.phase) {
       case "ringing": return "Ringing";
       case "answered": {
-        const by = call.card.answered_by;
+        // the card's extension holds the call now (after a transfer, not who answered first)
+        const card = call.card;
+        const by = card.extension || card.answered_by;
         if (!by || this.mine.has(by) || this.mine.size === 0) return "Talking";
-        return `Answered by ${call.card.answered_by_name || by}`;
+        const name = by === card.extension ? card.operator_name : card.answered_by_name;
+        return `Answered by ${name || by}`;
       }
       case "transferred": return `Transferred (${call.kind || "blind"})`;
       case "missed": return "Missed";
