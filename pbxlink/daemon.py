@@ -29,7 +29,7 @@ from pbxlink.calllog import CallLogStore
 from pbxlink.calllog.retention import Retention
 from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate, TooLong
 from pbxlink.calls.toolong import TooLongWatch
-from pbxlink.clients.card import CallCard, client_number
+from pbxlink.clients.card import CallCard, client_number, no_lookup
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.sources import LookupChain
 from pbxlink.config import Config, ConfigError, Operator, hash_token
@@ -322,8 +322,8 @@ class Daemon:
                 _log_ended(call)
             else:
                 store.note_open(call, update.at)
-                if call.call_id not in self._identifying and client_number(call):
-                    self._identify(call)
+                if call.call_id not in self._identifying and no_lookup(call) is None:
+                    self._identify(call)  # internal and withheld: the hub's card is final
             for listener in self.listeners:
                 try:
                     listener(update)

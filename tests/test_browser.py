@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import time
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -37,7 +37,10 @@ from playwright.async_api import expect as pw_expect
 from pbxlink.calls.record import CallRecord
 from pbxlink.calls.updates import Ringing
 from pbxlink.daemon import TICK_S
+from pbxlink.sim.scenario import Scenario
 from pbxlink.web import page
+
+from conftest import TRACES, need
 
 # the browser is started once per module, so the async tests share the module's event loop
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -490,3 +493,69 @@ async def test_call_log_colours_missed_calls_loads_more_and_filters(
         await pw_expect(history.locator("#history-title")).to_have_text("Calls of Tamar Lomidze")
         await pw_expect(history.locator("tbody tr")).to_have_count(len(range(0, SEEDED, 3)))
         await close_tab(boss)
+
+
+# every text a card's name line shows, in order, from now on
+NAMES_SEEN_JS = """() => {
+  window.namesSeen = [];
+  new MutationObserver(() => {
+    for (const n of document.querySelectorAll(".card [data-f=name]")) {
+      if (window.namesSeen.at(-1) !== n.textContent) window.namesSeen.push(n.textContent);
+    }
+  }).observe(document.body, { subtree: true, childList: true, characterData: true });
+}"""
+
+
+def trace_scenario(name: str, rewrite: Callable[[bytes], bytes] = lambda b: b) -> Scenario:
+    """A real trace the simulator does not ship, played as a scenario."""
+    path = TRACES / f"{name}.ami"
+    need(path.exists(), f"{path} not found")
+    return Scenario.from_bytes(name, rewrite(path.read_bytes()))
+
+
+@in_module_loop
+async def test_cards_of_colleagues_withheld_numbers_and_transfer_targets(
+    tmp_path: Path, tab: Page, browser: Browser
+) -> None:
+    """An internal call shows the colleague and a withheld number says so, never "Looking
+    up…"; after a blind transfer the target's card says Talking and 101's who took it."""
+    internal = trace_scenario("11_internal_101_to_102")  # 101 calls 102
+    anonymous = trace_scenario(  # 101 rings for a caller who withheld the number
+        "01_in_direct_answered_caller_hangup",
+        lambda b: b.replace(b"0612345678", b"anonymous").replace(b"Jane Doe", b"Anonymous"),
+    )
+    bob = await new_tab(browser)
+    try:
+        async with running_daemon(tmp_path, speed=4.0) as run:
+            await sign_in(tab, run.url)  # Alice, 101
+            await sign_in(bob, run.url, "operator2")  # Bob, 102
+            for page_ in (tab, bob):
+                await pw_expect(page_.locator("#conn")).to_have_attribute("data-state", "live")
+                await page_.evaluate(NAMES_SEEN_JS)
+
+            await asyncio.wait_for(run.sim.wait_played(run.sim.play_once([internal])), 15)
+            card = bob.locator(".card").first
+            await pw_expect(card.locator("[data-f=name]")).to_have_text("Alice Sales")
+            await pw_expect(card.locator("[data-f=number]")).to_have_text("101")
+            await pw_expect(card.locator("[data-act=edit]")).to_be_hidden()
+            await pw_expect(card.locator("[data-act=attach]")).to_be_hidden()
+
+            await asyncio.wait_for(run.sim.wait_played(run.sim.play_once([anonymous])), 15)
+            card = tab.locator(".card").first
+            await pw_expect(card.locator("[data-f=number]")).to_have_text("Number withheld")
+            await pw_expect(card.locator("[data-f=name]")).to_have_text("Anonymous")
+            await pw_expect(card.locator("[data-act=edit]")).to_be_hidden()
+            for page_ in (tab, bob):
+                assert "Looking up…" not in await page_.evaluate("window.namesSeen")
+
+            run.sim.play_once([TRANSFER])  # 101 answers, blind-transfers to 102, who answers
+            mine = tab.locator(".card", has_text=TRANSFER_CALLER)
+            theirs = bob.locator(".card", has_text=TRANSFER_CALLER)
+            await pw_expect(mine.locator("[data-f=phase]")).to_have_text("Talking", timeout=10_000)
+            await pw_expect(theirs.locator("[data-f=phase]")).to_have_text(
+                "Talking", timeout=10_000
+            )
+            await pw_expect(mine.locator("[data-f=phase]")).to_have_text("Answered by Bob Sales")
+            await pw_expect(theirs.locator("[data-f=answered]")).to_have_text("101 · Alice Sales")
+    finally:
+        await close_tab(bob)

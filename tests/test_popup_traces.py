@@ -54,6 +54,8 @@ def _extensions(updates: list[CallUpdate]) -> tuple[str, ...]:
         if isinstance(u, (Ringing, RingEnded, Answered, Transferred)) and u.extension:
             found.add(u.extension)
         found.update(u.call.extensions_rung)
+        if u.call.direction == "internal" and u.call.caller_number:
+            found.add(u.call.caller_number)  # the colleague calling
     return tuple(sorted(found))
 
 
@@ -213,3 +215,81 @@ async def test_a_reload_while_the_transfer_target_rings_shows_it_ringing() -> No
                 hub.on_update(update)
             barrier(hub, BARRIER_EXT)
             assert _kinds(await bob.until_barrier()) == [("answered", "102"), ("ended", None)]
+
+
+# -- nobody to look up -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_TRACES)
+async def test_every_card_says_whether_anyone_is_looked_up(name: str) -> None:
+    """An internal call's card names the colleague, a withheld number's says so; neither is
+    `pending`, since no lookup is ever made for them. (No directory here: the others wait.)"""
+    need(TRACES.is_dir(), f"real Asterisk traces not found at {TRACES}")
+    _, pages = await frames_of(name)
+    for frame in (f for frames in pages.values() for f in frames if "card" in f):
+        card = frame["card"]
+        looked_up = card["number"] if card["direction"] != "internal" else ""
+        if card["direction"] == "internal":
+            assert card["no_lookup"] == "internal", card
+            assert card["colleague"] == {"extension": card["number"], "name": "operators"}
+        elif not any(c.isdigit() for c in looked_up):
+            assert card["no_lookup"] == "withheld" and card["colleague"] is None, card
+        else:
+            assert card["no_lookup"] is None and card["colleague"] is None, card
+        assert card["pending"] is (card["no_lookup"] is None), card
+
+
+def _anonymous(data: bytes) -> bytes:
+    """Trace 01 as Asterisk sends it for a caller who withholds the number: PJSIP's
+    `Anonymous <sip:anonymous@anonymous.invalid>` gives these two caller ID values."""
+    return data.replace(b"0612345678", b"anonymous").replace(b"Jane Doe", b"Anonymous")
+
+
+async def test_internal_and_anonymous_calls_get_their_final_card_at_once(tmp_path: Path) -> None:
+    """Through the daemon: the first message of an internal call (101 -> 102, trace 11) and
+    of an anonymous one (trace 01, number withheld) carries the final card; no
+    `client_updated` follows, and nobody is registered for "anonymous"."""
+    from pbxlink.config import parse
+    from pbxlink.sim.scenario import Scenario
+    from pbxlink.sim.server import AmiSimulator
+
+    from test_daemon import SECRET, raw_config, run_daemon, until
+
+    for needed in ("11_internal_101_to_102.ami", "01_in_direct_answered_caller_hangup.ami"):
+        need((TRACES / needed).exists(), f"{needed} not found in {TRACES}")
+    internal = Scenario.from_bytes("internal", (TRACES / "11_internal_101_to_102.ami").read_bytes())
+    anonymous = Scenario.from_bytes(
+        "anonymous", _anonymous((TRACES / "01_in_direct_answered_caller_hangup.ami").read_bytes())
+    )
+    sim = AmiSimulator(
+        [internal, anonymous], secret=SECRET, calls_per_s=0, speed=20.0, timestamps=False
+    )
+    async with sim:
+        raw = raw_config(tmp_path, sim.port)
+        raw["operators"] = [
+            {"name": name, "extensions": list(ext or ()),
+             "role": "operator" if ext else "supervisor", "token_hash": hash_token(_token(name))}
+            for name, ext in SALES.items()
+        ]  # fmt: skip
+
+        async def body(d: Any) -> None:
+            d.hub.origins = frozenset([ORIGIN])
+            async with person(d.hub, "Bob") as bob, person(d.hub, "Alice") as alice:
+                for scenario, page in (("internal", bob), ("anonymous", alice)):
+                    await sim.wait_played(sim.play_once([scenario]))
+                    seen = [await page.recv(timeout=15)]
+                    while seen[-1]["type"] != "ended":
+                        seen.append(await page.recv(timeout=15))
+                    assert [m["type"] for m in seen] == ["ringing", "answered", "ended"]
+                    card = seen[0]["card"]
+                    assert card["pending"] is False and card["client"] is None
+                    if scenario == "internal":
+                        assert card["no_lookup"] == "internal"
+                        assert card["colleague"] == {"extension": "101", "name": "Alice"}
+                    else:
+                        assert card["no_lookup"] == "withheld" and card["colleague"] is None
+                        assert (card["number"], card["caller_name"]) == ("anonymous", "Anonymous")
+            await until(lambda: d.tracker.active_calls == 0 and not d._tasks)
+            assert await d.directory.search("", 50) == []  # no client made up for "anonymous"
+
+        await run_daemon(parse(raw), body)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pbxlink.calls.record import CallRecord
 from pbxlink.clients.model import Client
 from pbxlink.clients.sources import CardFields
+
+#: why nobody is looked up for a call: a colleague calls, or the caller withheld the number
+NoLookup = Literal["internal", "withheld"]
 
 
 @dataclass(slots=True)
@@ -26,3 +30,17 @@ def client_number(call: CallRecord) -> str:
     if call.direction == "outbound":
         return call.called_number
     return ""
+
+
+def no_lookup(call: CallRecord) -> NoLookup | None:
+    """Why the call has nobody to look up, or None when it has a number to look up.
+
+    Internal: the caller is a colleague, not a client. Withheld: the number has no digit
+    (`anonymous`, `restricted`, empty), which is what the directory cannot normalise either
+    (`PhoneNumbers.normalize` gives None exactly then). The card says so from the first
+    message on instead of waiting for a lookup that is never made."""
+    if call.direction == "internal":
+        return "internal"
+    if not any(c.isdecimal() for c in client_number(call)):
+        return "withheld"
+    return None

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pbxlink.calls.record import CallRecord, iso_utc
-from pbxlink.clients.card import CallCard
+from pbxlink.clients.card import CallCard, no_lookup
 from pbxlink.clients.model import Client
 from pbxlink.clients.sources import CardFields
 from pbxlink.config import Operator
@@ -39,11 +39,14 @@ def card_dict(
     names: Mapping[str, str],
     extension: str | None,
 ) -> dict[str, Any]:
-    """The card of `call` as the protocol has it; `card` None: the lookup has not answered."""
+    """The card of `call` as the protocol has it; `card` None: the lookup has not answered,
+    or, for a call with nobody to look up (`no_lookup`), will never be made."""
     clients = card.clients if card is not None else []
     external = card.external if card is not None else None
     inbound = call.direction == "inbound"
     answered_by = call.answered_by
+    why = no_lookup(call)
+    colleague = call.caller_number if why == "internal" else ""
     return {
         "company": company,
         "call_id": call.call_id,
@@ -53,7 +56,9 @@ def card_dict(
         "caller_name": call.caller_name,
         "did": (call.called_number or None) if inbound else None,
         "new_client": card.new_client if card is not None else False,
-        "pending": card is None,
+        "pending": card is None and why is None,
+        "no_lookup": why,
+        "colleague": {"extension": colleague, "name": names.get(colleague)} if colleague else None,
         "client": client_dict(clients[0] if clients else None, external),
         "other_clients": [{"id": c.id, "name": c.name} for c in clients[1:]],
         "extension": extension,

@@ -165,9 +165,14 @@ export class Board {
     time.setAttribute("datetime", card.started_at || "");
     field(node, "company").textContent = card.company || "";
 
-    // a client registered for an unknown number has no name yet: the caller ID is a start
-    const name = (client && client.name) || card.caller_name
-      || (card.pending ? "Looking up…" : "Unknown caller");
+    // a client registered for an unknown number has no name yet: the caller ID is a start;
+    // nobody to look up (no_lookup): the colleague calling, or a withheld number, at once
+    const colleague = card.colleague;
+    const withheld = card.no_lookup === "withheld";
+    const name = (client && client.name)
+      || (colleague && (colleague.name || `Extension ${colleague.extension}`))
+      || card.caller_name
+      || (card.pending ? "Looking up…" : withheld ? "Anonymous caller" : "Unknown caller");
     field(node, "name").textContent = name;
     const cid = card.caller_name && card.caller_name !== name ? card.caller_name : "";
     const cat = field(node, "category");
@@ -176,7 +181,7 @@ export class Board {
     cat.style.setProperty("--cat", color || "#64748b");
     cat.style.setProperty("--cat-ink", color ? inkFor(color) : "#ffffff");
     field(node, "new").hidden = !card.new_client;
-    field(node, "number").textContent = card.number || "anonymous";
+    field(node, "number").textContent = withheld ? "Number withheld" : card.number || "anonymous";
     show(field(node, "cid"), cid ? `Caller ID: ${cid}` : "");
     show(field(node, "client-company"), client && client.company);
     show(field(node, "place"), client ? [client.city, client.country].filter(Boolean).join(", ") : "");
@@ -199,9 +204,10 @@ export class Board {
     const known = Boolean(client && client.id);
     const edit = node.querySelector('[data-act="edit"]');
     edit.textContent = known ? "Edit client" : "Create client";
-    edit.hidden = !known && (!card.number || card.direction === "internal");
+    const nobody = Boolean(card.no_lookup) || !card.number; // no number a client could hold
+    edit.hidden = !known && nobody;
     node.querySelector('[data-act="history"]').hidden = !known;
-    node.querySelector('[data-act="attach"]').hidden = !card.number || card.direction === "internal";
+    node.querySelector('[data-act="attach"]').hidden = nobody;
     node.querySelector('[data-act="close"]').hidden = call.phase !== "ended";
   }
 
