@@ -676,14 +676,29 @@ class Directory:
 
     # -- calls -----------------------------------------------------------------------------------
 
-    async def calls_of(self, client_id: int, limit: int = 50) -> list[CallRecord]:
-        """The client's calls from the log, newest first."""
+    async def calls_of(
+        self, client_id: int, limit: int = 50, *, scope: Sequence[str] | None = None
+    ) -> list[CallRecord]:
+        """The client's calls from the log, newest first. With `scope` (an operator's
+        extensions, `web.auth.call_scope`) only the calls one of them took part in, the rule
+        of the call log API: a client's history must not show an operator others' calls."""
         limit = _limit("limit", limit)
         await self.get(client_id)
+        where = "client_id = ?"
+        params: list[object] = [client_id]
+        if scope is not None:
+            if not scope:
+                return []
+            marks = ", ".join("?" for _ in scope)
+            where += (
+                " AND EXISTS (SELECT 1 FROM call_extensions AS x"
+                f" WHERE x.call_id = calls.call_id AND x.extension IN ({marks}))"
+            )
+            params += scope
         rows = await self.reader.execute_fetchall(
-            f"SELECT {CALL_COLUMNS} FROM calls WHERE client_id = ? "
+            f"SELECT {CALL_COLUMNS} FROM calls WHERE {where} "
             "ORDER BY started_at DESC, call_id DESC LIMIT ?",
-            (client_id, limit),
+            (*params, limit),
         )
         return [from_row(tuple(r)) for r in rows]
 

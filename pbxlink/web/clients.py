@@ -28,6 +28,7 @@ deleting it, so what the business owes stays on record.
                                              decide); 415 for anything else, 413 above the limit
     DELETE /api/clients/{id}/photo
     GET    /api/clients/{id}/calls?limit=50  the client's calls from the log, newest first
+                                             (operators: those of their own extensions)
 
 The photo is a raw body, not multipart: `curl -T photo.jpg -H 'Content-Type: image/jpeg'` and
 the page's `fetch(url, {method: "PUT", body: file})` both send exactly that, and it streams
@@ -55,7 +56,7 @@ from pbxlink.clients.model import (
     UnsupportedPhoto,
     ValidationError,
 )
-from pbxlink.web.auth import operator_of, requires
+from pbxlink.web.auth import call_scope, operator_of, requires
 from pbxlink.web.errors import ApiError, read_object
 from pbxlink.web.openapi import BEARER, error, json_body, obj
 
@@ -328,8 +329,11 @@ async def delete_photo(request: web.Request) -> web.Response:
 @routes.get(f"/api/clients/{ID}/calls")
 @_mapped
 async def calls(request: web.Request) -> web.Response:
+    """Operators get the client's calls their own extensions took part in (call_scope)."""
     limit = _query_int(request, "limit", 50)
-    found = await _directory(request).calls_of(_path_id(request), limit)
+    found = await _directory(request).calls_of(
+        _path_id(request), limit, scope=call_scope(request)
+    )
     return _json({"calls": [c.to_dict() for c in found]})
 
 
@@ -570,7 +574,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/api/clients/{id}/calls": {
         "get": _op(
             "clientCalls",
-            "The client's calls from the log, newest first",
+            "The client's calls from the log, newest first; operators: only those their "
+            "own extensions took part in (as GET /api/calls)",
             {"200": json_body("the calls", obj({"calls": {"type": "array", "items": {
                 "$ref": "#/components/schemas/CallRecord"}}})),
              "400": _INVALID, "404": _NOT_FOUND},
