@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pbxlink.calllog.rows import COLUMNS, PLACEHOLDERS, to_row
+from pbxlink.calllog.rows import COLUMNS, PLACEHOLDERS, extension_rows, to_row
 from pbxlink.calls.record import CallRecord
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
@@ -92,14 +92,22 @@ async def invalid(
 
 
 def add_call(path: Path, call_id: str, client_id: int, started_at: float) -> None:
+    """A call that rang the operator's 101, written as the call log store writes one (its
+    call_extensions too: an operator sees only the calls of their own extensions)."""
     record = CallRecord(
         call_id, started_at, "inbound", "+995555123456", "", "0322100100", "no_answer"
     )
     record.ended_at = started_at + 20
+    record.extensions_rung = ["101"]
     with sqlite3.connect(path) as db:
         db.execute(
             f"INSERT INTO calls ({COLUMNS}, client_id) VALUES ({PLACEHOLDERS}, ?)",
             (*to_row(record), client_id),
+        )
+        db.executemany(
+            "INSERT INTO call_extensions (call_id, extension, role, started_at) "
+            "VALUES (?, ?, ?, ?)",
+            extension_rows(record),
         )
 
 
