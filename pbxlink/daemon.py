@@ -85,7 +85,6 @@ class Daemon:
         self.web_port: int | None = None
         self._stop = asyncio.Event()
         self._logins = 0
-        self._orphans: list[tuple[CallRecord, float]] = []
 
     # -- what /healthz and /metrics read ---------------------------------------------------------
 
@@ -134,9 +133,10 @@ class Daemon:
         cfg = self.config
         await self.store.open()
         await self.directory.open()
-        self._orphans = await self.store.open_calls()
-        if self._orphans:
-            log.info("daemon.open_calls_found", count=len(self._orphans))
+        orphans = await self.store.open_calls()
+        if orphans:  # finished or resumed by the tracker once the first resync is complete
+            log.info("daemon.open_calls_found", count=len(orphans))
+            self.tracker.adopt(orphans)
         ami = cfg.ami
         if ami.mode == "simulator":
             secret = secrets.token_urlsafe(16)
@@ -298,15 +298,6 @@ class Daemon:
         updates = self.tracker.feed(msg, at)
         if updates:
             self._dispatch(updates)
-        if self._orphans and msg.get("Event") == "CoreShowChannelsComplete":
-            self._restore_orphans()
-
-    def _restore_orphans(self) -> None:
-        """After the first resync: what the previous run saw in progress, finished or resumed."""
-        orphans, self._orphans = self._orphans, []
-        for record, seen_at in orphans:
-            self._dispatch(self.tracker.restore(record, seen_at))
-        log.info("daemon.open_calls_restored", count=len(orphans))
 
     def _dispatch(self, updates: list[CallUpdate]) -> None:
         store = self.store

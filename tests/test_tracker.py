@@ -175,7 +175,10 @@ def test_network_blip_keeps_surviving_calls_and_ends_vanished_ones() -> None:
     assert answered.extension == "101" and T0 + 2 <= answered.call.answered_at <= T0 + 10
     p.hangup(20, a_caller, a_phone)
     rec = p.ended()[-1]
-    assert rec.call_id == a_caller and not rec.partial and rec.answered_by == "101"
+    # partial: pbxlink cannot know what it missed while the link was down (issue: a call
+    # known before a gap used to stay partial=false); the answer in the gap is an estimate
+    assert rec.call_id == a_caller and rec.partial and rec.answered_by == "101"
+    assert rec.estimated == ["answered_at"]
 
 
 def test_calls_found_at_startup_are_partial_with_their_age() -> None:
@@ -364,6 +367,7 @@ def test_restore_after_a_daemon_restart() -> None:
     before.dial_end(3, kept_caller, kept_phone, "ANSWER")
     seen = {u.call.call_id: (u.call, u.at) for u in before.out}  # latest snapshot per call
     after = Pbx()  # a new daemon: only the kept call is still on the PBX
+    after.t.adopt(seen.values())
     after.t.link_up(T0 + 60, uptime=1000)
     for uid, name in ((kept_caller, "PJSIP/trunk-00000001"), (kept_phone, "PJSIP/102-00000002")):
         after.send(
@@ -378,15 +382,16 @@ def test_restore_after_a_daemon_restart() -> None:
             Context="from-trunk" if "trunk" in name else "from-internal",
         )
     after.send(60, "CoreShowChannelsComplete")
-    finals = []
-    for record, at in seen.values():
-        finals += after.t.restore(record, at)
-    (gone,) = finals
+    (gone,) = [u for u in after.of(CallEnded)]
     assert (gone.call_id, gone.call.partial, gone.call.status) == (gone_caller, True, "no_answer")
     assert gone.call.ended_at == T0 and gone.call.extensions_rung == ["101"]
-    assert after.t.restore(seen[gone_caller][0], T0) == []  # never twice
+    assert gone.call.estimated == ["ended_at"]  # nothing tells when it really ended
     after.hangup(70, kept_caller, kept_phone)
-    (kept,) = after.ended()
+    _, kept = after.ended()
     assert kept.partial and kept.started_at == T0 + 1 and kept.ivr_digits == "7"
     assert kept.answered_by == "102" and kept.answered_at == T0 + 3
     assert kept.caller_number == "0612345678" and kept.talk_s == 67.0
+    after.t.adopt(seen.values())  # the same stored calls again: never a second record
+    after.t.link_down(T0 + 71)
+    after.t.link_up(T0 + 72, uptime=1012)
+    assert after.send(72, "CoreShowChannelsComplete") == []

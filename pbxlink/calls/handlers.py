@@ -34,10 +34,13 @@ def on_newcallerid(t: CallTracker, msg: Message, at: float) -> None:
     channel = t.touch(msg, at)
     if channel is None or channel is not channel.call.caller or channel.kind is not Kind.TRUNK:
         return  # a phone's caller ID is rewritten for outbound calls: keep the first one
+    before = (channel.cid_name, channel.cid_num)
     if not channel.cid_name:
         channel.cid_name = clean_cid(msg.get("CallerIDName"))
     if not channel.cid_num:
         channel.cid_num = clean_cid(msg.get("CallerIDNum"))
+    if (channel.cid_name, channel.cid_num) != before:
+        t.changed(channel.call, at)
 
 
 def on_dial_begin(t: CallTracker, msg: Message, at: float) -> None:
@@ -98,7 +101,10 @@ def on_hangup_request(t: CallTracker, msg: Message, at: float) -> None:
     call = channel.call
     if channel is call.caller and call.answered_at is None:
         ringing = any(leg.ringing and leg.dest is not channel for leg in call.legs.values())
-        call.caller_gave_up = ringing or call.in_queue or not call.legs
+        gave_up = ringing or call.in_queue or not call.legs
+        if gave_up != call.caller_gave_up:
+            call.caller_gave_up = gave_up
+            t.changed(call, at)
 
 
 def on_hangup(t: CallTracker, msg: Message, at: float) -> None:
@@ -151,16 +157,21 @@ def on_varset(t: CallTracker, msg: Message, at: float) -> None:
     call = channel.call
     if variable == "MIXMONITOR_FILENAME" and value and call.recording is None:
         call.recording = value
-    elif variable in t.rules.did_variables and value:
+        t.changed(call, at)
+    elif variable in t.rules.did_variables and value and value != call.did:
         call.did = value
+        t.changed(call, at)
 
 
 def on_newexten(t: CallTracker, msg: Message, at: float) -> None:
     channel = t.touch(msg, at)
     if channel is None:
         return
-    if msg.get("Application", "").lower() == "voicemail" and channel.call.answered_at is None:
-        channel.call.voicemail = True
+    call = channel.call
+    voicemail = msg.get("Application", "").lower() == "voicemail"
+    if voicemail and call.answered_at is None and not call.voicemail:
+        call.voicemail = True
+        t.changed(call, at)
 
 
 def on_dtmf_end(t: CallTracker, msg: Message, at: float) -> None:
@@ -168,16 +179,20 @@ def on_dtmf_end(t: CallTracker, msg: Message, at: float) -> None:
     if channel is None or msg.get("Direction") != "Received":
         return
     call = channel.call
-    if channel is call.caller and call.answered_at is None:
-        call.ivr_digits += msg.get("Digit", "")[:1]
+    digit = msg.get("Digit", "")[:1]
+    if channel is call.caller and call.answered_at is None and digit:
+        call.ivr_digits += digit
+        t.changed(call, at)
 
 
 def on_queue_join(t: CallTracker, msg: Message, at: float) -> None:
     channel = t.touch(msg, at)
     if channel is not None:
-        channel.call.queue = channel.call.queue or msg.get("Queue") or None
-        channel.call.in_queue = True
-        channel.call.offered(at)
+        call = channel.call
+        call.queue = call.queue or msg.get("Queue") or None
+        call.in_queue = True
+        call.offered(at)
+        t.changed(call, at)
 
 
 def on_queue_leave(t: CallTracker, msg: Message, at: float) -> None:
@@ -190,6 +205,7 @@ def on_queue_abandon(t: CallTracker, msg: Message, at: float) -> None:
     channel = t.touch(msg, at)
     if channel is not None and channel.call.answered_at is None:
         channel.call.caller_gave_up = True
+        t.changed(channel.call, at)
 
 
 def on_blind_transfer(t: CallTracker, msg: Message, at: float) -> None:
@@ -240,16 +256,37 @@ def _phone_behind(t: CallTracker, uniqueid: str) -> str | None:
 
 
 def on_cdr(t: CallTracker, msg: Message, at: float) -> None:
-    """An answer that happened while the link was down survives only in the Cdr's AnswerTime."""
+    """An answer that happened while the link was down survives in a `Cdr` (sent as a channel
+    of the call hangs up). Only a CDR whose destination is a phone and whose `AnswerTime` is
+    later than its `StartTime` dates the phone's answer: a caller already answered by an IVR
+    or a queue has every later CDR answered at its start (trace 06), and a queue with Local
+    members dates the phone's answer only on the Local `;2` -> phone CDR (F02)."""
     call = t.call_of(msg.get("UniqueID"))
-    if call is None or not call.answer_estimated or msg.get("Disposition") != "ANSWERED":
+    if call is None or not call.partial or msg.get("Disposition") != "ANSWERED":
         return
-    answered = _pbx_time(msg.get("AnswerTime", ""), t.config.pbx_timezone)
-    if answered is None:
+    if call.answered_at is not None and not (call.answer_estimated or call.answer_from_cdr):
+        return  # seen as it happened
+    tz = t.config.pbx_timezone
+    answered = _pbx_time(msg.get("AnswerTime", ""), tz)
+    started = _pbx_time(msg.get("StartTime", ""), tz)
+    if answered is None or started is None or answered <= started:
+        return
+    kind, endpoint = t.classify(msg.get("DestinationChannel", ""), "")
+    far_end = kind is Kind.TRUNK and call.direction == "outbound"
+    if not endpoint or not (kind is Kind.PHONE or far_end):
         return
     # AnswerTime is truncated to the second: the middle of that second is the best estimate
-    call.answered_at = min(max(answered + 0.5, call.started_at), at)
-    call.answer_estimated = False
+    # (CDRs come as their channels hang up: the earliest answer is the first one, whichever
+    # CDR tells it — a transfer target's comes too)
+    when = min(max(answered + 0.5, call.started_at), at)
+    if call.answered_at is None:
+        t.answer_from_cdr(call, None if far_end else t.rules.extension(endpoint), when, at)
+    elif call.answer_estimated or when < call.answered_at:
+        call.answered_at = when
+        if not far_end:
+            call.answered_by = t.rules.extension(endpoint)
+        call.answer_estimated, call.answer_from_cdr = False, True
+        t.changed(call, at)
 
 
 def _pbx_time(text: str, tz: dt.tzinfo) -> float | None:
@@ -260,7 +297,8 @@ def _pbx_time(text: str, tz: dt.tzinfo) -> float | None:
 
 
 def on_core_show_channel(t: CallTracker, msg: Message, at: float) -> None:
-    """One live channel listed after a (re)login: rebuild what the gap hid from us."""
+    """One live channel listed after a (re)login: what the gap hid from us. The list is
+    complete only at CoreShowChannelsComplete, so legs and answers are worked out there."""
     uid = msg.get("Uniqueid", "")
     if not uid:
         return
@@ -275,18 +313,21 @@ def on_core_show_channel(t: CallTracker, msg: Message, at: float) -> None:
         if call.started_at > channel.created_at:
             call.started_at = channel.created_at
         call.partial = True
-        if msg.get("Application") == "AppDial" and msg.get("ChannelStateDesc") != "Up":
-            t.begin_leg(None, channel, "", at)  # a phone still ringing for that call
+        if channel.kind is Kind.TRUNK and not (
+            t.rules.trunk_context(channel.context) and channel.exten.lstrip("+").isdigit()
+        ):  # where the dialplan has it now (an IVR, a ring group), not the DID it came to
+            channel.exten = ""
     call = channel.call
     call.last_at = at
     channel.up = msg.get("ChannelStateDesc") == "Up"
+    channel.app, channel.app_data = msg.get("Application", ""), msg.get("ApplicationData", "")
+    if channel.app.lower() == "voicemail" and channel is call.caller and call.answered_at is None:
+        call.voicemail = True  # it went to voicemail in the gap
     bridge = msg.get("BridgeId")
     if bridge:
         t.enter_bridge(channel, bridge, True, at)
-    if call.answered_at is None:
-        down = t.down_at
-        estimate = (down + at) / 2 if down is not None and down < at else at
-        t.answer_by_bridge(call, max(estimate, call.started_at), estimated=True)
+    else:
+        t.leave_bridge(channel)
 
 
 def _duration(text: str) -> float:

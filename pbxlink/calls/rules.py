@@ -61,6 +61,10 @@ class ChannelRules:
             return Kind.TRUNK, endpoint
         return Kind.PHONE, endpoint
 
+    def trunk_context(self, context: str) -> bool:
+        """Is `context` one that calls from a provider arrive in (`trunk_contexts`)?"""
+        return self._ctx is not None and self._ctx.match(context) is not None
+
     def extension(self, endpoint: str) -> str:
         return self.extensions.get(endpoint, endpoint)
 

@@ -41,6 +41,8 @@ class Channel:
     up: bool = False
     bridge: str | None = None
     originated: bool = False  # created by an AMI Originate, not by a caller
+    app: str = ""  # the dialplan application CoreShowChannel last listed it in
+    app_data: str = ""
 
 
 @dataclass(slots=True, eq=False)
@@ -75,6 +77,7 @@ class Call:
     answered_at: float | None = None
     answered_by: str | None = None
     answer_estimated: bool = False  # answered while the link was down: a guess until a Cdr
+    answer_from_cdr: bool = False  # dated by a Cdr (whole seconds): an earlier one may come
     end_estimated: bool = False  # ended while the link or the daemon was down
     transferred_to: list[str] = field(default_factory=list)
     queue: str | None = None
@@ -87,6 +90,9 @@ class Call:
     hangup_cause: int | None = None
     partial: bool = False
     ended_at: float | None = None
+    #: what a previous run of the daemon stored of this call: its direction and parties win
+    #: over what the channels say after a restart (a resync never downgrades what was known)
+    prior: CallRecord | None = None
 
     # -- derived ----------------------------------------------------------------------------
 
@@ -113,12 +119,11 @@ class Call:
         return "internal"
 
     def status(self, direction: Direction) -> Status:
-        """`answered` once answered; until then `no_answer` while the call goes on (how it
-        ends, busy or abandoned or voicemail, is known when it ends: docs/popup-protocol.md)."""
+        """The final status; while the call goes on, the one it would end with now (what a
+        restart must find stored: a busy ring, the caller gone, voicemail). Popups show an
+        unanswered call in progress as `no_answer` (hub/card.py, docs/popup-protocol.md)."""
         if self.answered_at is not None:
             return "answered"
-        if self.ended_at is None:
-            return "no_answer"
         if self.voicemail:
             return "voicemail"
         if self.caller_gave_up:
@@ -130,8 +135,8 @@ class Call:
             return "no_answer"
         if outcome == "failed":
             return "failed"
-        if any(not leg.ringing for leg in self.legs.values()):
-            return "no_answer"
+        if self.ended_at is None or any(not leg.ringing for leg in self.legs.values()):
+            return "no_answer"  # still ringing (or in the IVR): nothing has failed yet
         return "failed"
 
     def offered(self, at: float) -> None:
@@ -152,6 +157,14 @@ class Call:
             number = self._operator_number(caller)
             name = caller.cid_name if caller.kind is Kind.PHONE else ""
             called = self._called_from_inside(direction, caller)
+        prior = self.prior
+        if prior is not None and (prior.direction != "internal" or direction == "internal"):
+            # inbound (a trunk called) and outbound (a trunk was dialed) are facts; "internal"
+            # is only what a call is until it reaches a trunk, which the resync may show
+            direction = prior.direction
+            number = prior.caller_number or number
+            name = prior.caller_name or name
+            called = prior.called_number or called
         answered = self.answered_at
         wait = (answered if answered is not None else end) - self.started_at
         talk = end - answered if answered is not None else 0.0

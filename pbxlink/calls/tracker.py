@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pbxlink.ami.framing import Message
@@ -31,6 +32,7 @@ from pbxlink.calls.updates import (
     CallEnded,
     CallStarted,
     CallUpdate,
+    Changed,
     RingEnded,
     Ringing,
     RingOutcome,
@@ -38,6 +40,8 @@ from pbxlink.calls.updates import (
 
 #: how far FullyBooted's boot moment may move before we call it a restart (Uptime is whole s)
 BOOT_TOLERANCE_S = 5.0
+#: trunk endpoints learned from the channels seen (a bound against a hostile stream)
+MAX_TRUNKS = 10_000
 #: ended channels and calls remembered so that a late or duplicated event cannot revive them
 REMEMBER_ENDED = 20_000
 
@@ -78,6 +82,8 @@ class CallTracker:
         self._down_at: float | None = None
         self._resync_known: set[str] | None = None
         self._resync_seen: set[str] = set()
+        self._adopted: list[tuple[CallRecord, float]] = []
+        self._trunk_endpoints: set[str] = set()
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -94,12 +100,15 @@ class CallTracker:
     def tick(self, at: float) -> list[CallUpdate]:
         limit = at - self.config.call_timeout_s
         for call in [c for c in self.calls.values() if c.last_at < limit]:
-            call.partial = True
+            call.partial = call.end_estimated = True
             self.end_call(call, call.last_at)
         return self._flush()
 
     def link_down(self, at: float) -> list[CallUpdate]:
+        """From here on events may be missing: every call in progress becomes partial."""
         self._down_at = at
+        for call in self.calls.values():
+            call.partial = True
         self._resync_known = None
         return self._flush()
 
@@ -108,71 +117,33 @@ class CallTracker:
         if self._boot is not None and abs(boot - self._boot) > BOOT_TOLERANCE_S:
             gone = self._down_at if self._down_at is not None else at
             for call in list(self.calls.values()):
-                call.partial = True
+                call.partial = call.end_estimated = True  # died with Asterisk, about then
                 self.end_call(call, max(gone, call.last_at))
         self._boot = boot
         self._resync_known = set(self.channels)
         self._resync_seen = set()
         return self._flush()
 
-    def restore(self, seen: CallRecord, seen_at: float) -> list[CallUpdate]:
-        """What a previous run of the daemon knew of a call it did not see end.
-
-        Called once the first resync after a restart is done. A call Asterisk still has was
-        rebuilt from CoreShowChannel as partial: it gets back what only the earlier run saw
-        (when it started, who rang and answered, the IVR digits). A call Asterisk no longer
-        has ended while nobody watched: it ends now, partial, as last seen.
-        """
-        call = self.calls.get(seen.call_id)
-        if call is None:
-            if seen.call_id in self._ended:
-                return []
-            self._remember(seen.call_id)
-            end = max(seen_at, seen.started_at)
-            answered = seen.answered_at
-            status: Status = (
-                "answered"
-                if answered is not None
-                else ("no_answer" if seen.extensions_rung else "failed")
-            )
-            final = dataclasses.replace(
-                seen,
-                ended_at=end,
-                status=status,
-                partial=True,
-                wait_s=round((answered if answered is not None else end) - seen.started_at, 3),
-                talk_s=round(end - answered, 3) if answered is not None else 0.0,
-            )
-            return [CallEnded(end, final)]
-        call.partial = True
-        call.started_at = min(call.started_at, seen.started_at)
-        if seen.answered_at is not None and (
-            call.answered_at is None or call.answer_estimated or seen.answered_at < call.answered_at
-        ):
-            call.answered_at, call.answered_by = seen.answered_at, seen.answered_by
-            call.answer_estimated = False
-        caller = call.caller
-        if caller is not None and seen.direction == "inbound":
-            caller.cid_num = caller.cid_num or seen.caller_number
-            caller.cid_name = caller.cid_name or seen.caller_name
-        if seen.offered_at is not None:
-            call.offered(seen.offered_at)
-        for ext in seen.extensions_rung:
-            if ext not in call.rung:
-                call.rung.append(ext)
-        call.ivr_digits = call.ivr_digits or seen.ivr_digits
-        call.queue = call.queue or seen.queue
-        call.recording = call.recording or seen.recording
-        call.transferred_to = call.transferred_to or list(seen.transferred_to)
-        if seen.direction == "inbound" and seen.called_number and not call.did:
-            call.did = seen.called_number
-        return []
+    def adopt(self, seen: Iterable[tuple[CallRecord, float]]) -> None:
+        """What a previous run of the daemon stored of the calls it did not see end: each one's
+        latest record and when it was taken. Applied when the next resync is complete: a call
+        Asterisk still has gets back everything that run knew; one it no longer has ends,
+        partial, as last seen."""
+        self._adopted = list(seen)
 
     @property
     def active_calls(self) -> int:
         return len(self.calls)
 
     # -- used by the handlers -------------------------------------------------------------------
+
+    def classify(self, channel: str, context: str) -> tuple[Kind, str]:
+        """The rules' kind, and a trunk for an endpoint seen as one before: a trunk's channel
+        listed after a resync sits wherever the dialplan moved it, not in a trunk context."""
+        kind, endpoint = self.rules.classify(channel, context)
+        if kind is Kind.PHONE and endpoint in self._trunk_endpoints:
+            return Kind.TRUNK, endpoint
+        return kind, endpoint
 
     def emit(self, update: CallUpdate) -> None:
         self._out.append(update)
@@ -191,7 +162,9 @@ class CallTracker:
             return None
         linkedid = msg.get("Linkedid") or uid
         context = msg.get("Context", "")
-        kind, endpoint = self.rules.classify(name, context)
+        kind, endpoint = self.classify(name, context)
+        if kind is Kind.TRUNK:
+            self._learn_trunk(endpoint)
         call = self._by_linkedid.get(linkedid) or self.call_of(linkedid)
         if call is None:
             if linkedid in self._ended:
@@ -376,20 +349,36 @@ class CallTracker:
         members.add(channel.uniqueid)
 
     def answer_by_bridge(self, call: Call, at: float, *, estimated: bool = False) -> None:
-        """Answered if a phone (or the far end) sits in one bridge with the caller."""
+        """Answered if a phone (or the far end) sits in one bridge with the caller, directly or
+        across Local pairs (a queue or ring group with Local members, not optimised away)."""
         caller = call.caller
         if call.answered_at is not None or caller is None or caller.bridge is None:
             return
-        for uid in self.bridges.get(caller.bridge, ()):
-            other = self.channels.get(uid)
-            if (
-                other is not None
-                and other is not caller
-                and other.up
-                and other.kind is not Kind.LOCAL
-            ):
-                self.mark_answered(call, other, at, estimated=estimated)
-                return
+        holder = self._holder(caller)
+        if holder is not None:
+            self.mark_answered(call, holder, at, estimated=estimated)
+
+    def _holder(self, caller: Channel) -> Channel | None:
+        """The channel that is up and talking to `caller`, following Local pairs."""
+        bridges, seen = [caller.bridge], {caller.uniqueid}
+        while bridges:
+            for uid in self.bridges.get(bridges.pop(), ()):
+                other = self.channels.get(uid)
+                if other is None or other.uniqueid in seen or not other.up:
+                    continue
+                seen.add(uid)
+                if other.kind is not Kind.LOCAL:
+                    return other
+                for half in other.call.channels.values():  # its other half, and its bridge
+                    if (
+                        half.kind is Kind.LOCAL
+                        and half.endpoint == other.endpoint
+                        and half.uniqueid not in seen
+                        and half.bridge is not None
+                    ):
+                        seen.add(half.uniqueid)
+                        bridges.append(half.bridge)
+        return None
 
     def leave_bridge(self, channel: Channel) -> None:
         if channel.bridge is None:
@@ -424,17 +413,149 @@ class CallTracker:
             self._resync_seen.add(uniqueid)
 
     def resync_done(self, at: float) -> None:
-        """CoreShowChannelsComplete: channels we knew of that Asterisk no longer has are gone."""
+        """CoreShowChannelsComplete: the list is whole. Channels dialed in the gap become legs,
+        a phone holding the caller (directly or across a Local pair) answered in the gap,
+        channels we knew of that Asterisk no longer has are gone, and the calls a previous
+        run stored (`adopt`) are finished or resumed."""
         if self._resync_known is None:
             return
         vanished = self._resync_known - self._resync_seen
+        listed = self._resync_seen
         self._resync_known = None
         self._resync_seen = set()
+        down = self._down_at
+        # what happened in the gap happened somewhere in it: its middle is the best guess
+        middle = (down + at) / 2 if down is not None and down < at else at
+        for uid in listed:
+            channel = self.channels.get(uid)
+            if channel is not None and channel.app == "AppDial":
+                self._resync_leg(channel)
+        for call in {self.channels[uid].call for uid in listed if uid in self.channels}:
+            call.partial = True
+            if call.answered_at is None:
+                self.answer_by_bridge(call, max(middle, call.started_at), estimated=True)
         for uid in vanished:
             channel = self.channels.get(uid)
             if channel is not None:
-                channel.call.partial = True
-                self.remove_channel(channel, at)
+                call = channel.call
+                call.partial = True
+                if vanished.issuperset(call.channels):
+                    call.end_estimated = True
+                self.remove_channel(channel, max(middle, call.last_at))
+        adopted, self._adopted = self._adopted, []
+        for seen, seen_at in adopted:
+            self._restore(seen, seen_at, at)
+
+    def _restore(self, seen: CallRecord, seen_at: float, at: float) -> None:
+        """One call a previous run stored (`adopt`), now that the resync says what is alive.
+
+        A call Asterisk still has was rebuilt from CoreShowChannel as partial, its fields
+        derived from the channels as they are *now* (a FreePBX trunk channel sits in
+        `ext-group` or a macro by then): everything the earlier run knew wins, and a resync
+        may only add what was unknown. A call Asterisk no longer has ended while nobody
+        watched: it ends now, partial, as last seen, its end an estimate.
+        """
+        call = self.calls.get(seen.call_id)
+        if call is None:
+            if seen.call_id in self._ended:
+                return
+            self._remember(seen.call_id)
+            end = max(seen_at, seen.started_at)
+            answered = seen.answered_at
+            status: Status = (
+                "answered"
+                if answered is not None
+                else ("no_answer" if seen.extensions_rung else "failed")
+            )
+            estimated = [e for e in seen.estimated if e != "ended_at"]
+            final = dataclasses.replace(
+                seen,
+                ended_at=end,
+                status=status,
+                partial=True,
+                wait_s=round((answered if answered is not None else end) - seen.started_at, 3),
+                talk_s=round(end - answered, 3) if answered is not None else 0.0,
+                estimated=[*estimated, "ended_at"],
+            )
+            self.emit(CallEnded(end, final))
+            return
+        call.prior = seen
+        call.partial = True
+        call.started_at = seen.started_at
+        if seen.answered_at is not None and (
+            call.answered_at is None or call.answer_estimated or seen.answered_at < call.answered_at
+        ):
+            call.answered_at, call.answered_by = seen.answered_at, seen.answered_by
+            call.answer_estimated = "answered_at" in seen.estimated
+        caller = call.caller
+        if caller is not None and seen.direction == "inbound" and caller.kind is Kind.PHONE:
+            self._learn_trunk(caller.endpoint)
+        if seen.offered_at is not None:
+            call.offered(seen.offered_at)
+        call.rung[:0] = [ext for ext in seen.extensions_rung if ext not in call.rung]
+        call.ivr_digits = seen.ivr_digits + call.ivr_digits
+        call.queue = seen.queue or call.queue
+        call.recording = seen.recording or call.recording
+        call.transferred_to[:0] = seen.transferred_to
+        if seen.direction == "inbound" and seen.called_number and not call.did:
+            call.did = seen.called_number
+        if call.hangup_cause is None:
+            call.hangup_cause = seen.hangup_cause
+        call.caller_gave_up = call.caller_gave_up or seen.status == "abandoned"
+        call.voicemail = call.voicemail or seen.status == "voicemail"
+        if call.last_outcome is None and seen.status in ("busy", "no_answer"):
+            call.last_outcome = seen.status  # how its rings ended, before we lost sight
+        self.changed(call, at)
+
+    def _resync_leg(self, dest: Channel) -> None:
+        """A channel the resync lists as dialed (`AppDial`) and that we never saw dialed: the
+        leg it is, dialed by the channel whose `Dial` names its endpoint (the number from
+        that dial string); still ringing, or answered if it is up."""
+        call = dest.call
+        if dest.uniqueid in call.legs:
+            return
+        dialer, number = None, ""
+        for other in call.channels.values():
+            if other.app in ("Dial", "Queue") and dest.endpoint and dest.endpoint in other.app_data:
+                dialer = other
+                targets = other.app_data.split(",", 1)[0].split("&")
+                number = next((d for d in targets if dest.endpoint in d), "")
+                break
+        began = max(dest.created_at, call.started_at)
+        if not dest.up:
+            self.begin_leg(dialer, dest, number, began)
+            return
+        leg = Leg(dest, dialer.uniqueid if dialer else None, dialed_number(number), began)
+        leg.outcome = "answered"  # it was answered in the gap; the bridges say who holds it
+        call.legs[dest.uniqueid] = leg
+        if dest.kind is Kind.PHONE and dest is not call.caller and dest.extension:
+            if dest.extension not in call.rung:
+                call.rung.append(dest.extension)
+            call.offered(began)
+
+    def answer_from_cdr(
+        self, call: Call, extension: str | None, answered_at: float, at: float
+    ) -> None:
+        """A `Cdr` says `extension` (None: the far end of an outbound call) answered at
+        `answered_at`, unseen (in a gap)."""
+        call.answered_at, call.answered_by = answered_at, extension
+        call.answer_estimated, call.answer_from_cdr = False, True
+        if extension is not None and extension not in call.rung:
+            call.rung.append(extension)
+        self.emit(Answered(at, call.record(at), extension))
+
+    def changed(self, call: Call, at: float) -> None:
+        """The call's record changed in a way no other update tells: say so (`Changed`)."""
+        self.emit(Changed(at, call.record(at)))
+
+    def _learn_trunk(self, endpoint: str) -> None:
+        """`endpoint` is a trunk: its channels are, whatever context they are in later."""
+        if endpoint in self._trunk_endpoints or len(self._trunk_endpoints) >= MAX_TRUNKS:
+            return
+        self._trunk_endpoints.add(endpoint)
+        for channel in self.channels.values():
+            if channel.kind is Kind.PHONE and channel.endpoint == endpoint:
+                channel.kind, channel.extension = Kind.TRUNK, None
 
     @property
     def down_at(self) -> float | None:

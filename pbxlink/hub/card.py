@@ -38,9 +38,11 @@ def card_dict(
     company: str,
     names: Mapping[str, str],
     extension: str | None,
+    final: bool = False,
 ) -> dict[str, Any]:
     """The card of `call` as the protocol has it; `card` None: the lookup has not answered,
-    or, for a call with nobody to look up (`no_lookup`), will never be made."""
+    or, for a call with nobody to look up (`no_lookup`), will never be made. `final`: the
+    call has ended (the `missed` card), so its status is the final one."""
     clients = card.clients if card is not None else []
     external = card.external if card is not None else None
     inbound = call.direction == "inbound"
@@ -67,8 +69,17 @@ def card_dict(
         "answered_by_name": names.get(answered_by) if answered_by else None,
         "ivr_digits": call.ivr_digits,
         "queue": call.queue,
-        "status": call.status,
+        "status": shown_status(call, final),
     }
+
+
+def shown_status(call: CallRecord, final: bool) -> str:
+    """What docs/popup-protocol.md promises: while the call goes on, `answered` once answered
+    and `no_answer` before (the record's provisional busy, abandoned or voicemail is only
+    final when the call ends); the final status once it has ended."""
+    if final or call.status == "answered":
+        return call.status
+    return "no_answer"
 
 
 def client_dict(client: Client | None, external: CardFields | None) -> dict[str, Any] | None:

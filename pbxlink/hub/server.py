@@ -322,13 +322,14 @@ class Hub:
         for client in recipients:
             self._push(client, frame)
 
-    def _card(self, live: _Live, extension: str | None) -> Message:
+    def _card(self, live: _Live, extension: str | None, *, final: bool = False) -> Message:
         return card_dict(
             live.call,
             live.card,
             company=self.config.company,
             names=self._names,
             extension=extension,
+            final=final,
         )
 
     def _card_changed(self, live: _Live) -> None:
@@ -349,7 +350,9 @@ class Hub:
         for ext in sorted(live.missed):
             self._send(
                 self._audience((ext,), wallboards=False),
-                lambda ext=ext: messages.missed(call.call_id, ext, at, self._card(live, ext)),
+                lambda ext=ext: messages.missed(
+                    call.call_id, ext, at, self._card(live, ext, final=True)
+                ),
             )
 
     def _calls_for(self, client: _Client) -> list[Message]:
