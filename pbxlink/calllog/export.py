@@ -2,7 +2,8 @@
 
 Each batch is one short keyset query of pbxlink.calllog.query, so a long export never holds
 the shared reader connection or an old WAL snapshot. Cells anyone could write into (a caller
-ID, a client's name) are guarded against spreadsheet formulas.
+ID, a client's name) are guarded against spreadsheet formulas (pbxlink.spreadsheet, the rule
+the directory's export uses too).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import datetime as dt
 import io
 import json
 import math
-import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -29,6 +29,7 @@ from pbxlink.calllog.query import (
     rows_after,
 )
 from pbxlink.calls.record import RECORD_FIELDS, iso_utc
+from pbxlink.spreadsheet import GUARDED_FIRST, safe_cell
 
 CSV_BATCH = 5_000
 # ITEM_COLUMNS' order (pbxlink.calllog.query): a row needs no reordering
@@ -43,21 +44,11 @@ _TEXT = (
     CSV_COLUMNS.index("client_name"),
     CSV_COLUMNS.index("client_category"),
 )
-_RISKY = frozenset("=@+-\t\r")
-_NUMBERLIKE = re.compile(r"[+-][0-9][0-9 ().-]*")
 _HOURS: dict[int, str] = {}
 _MINUTES_SECONDS = tuple(f"{m:02d}:{s:02d}." for m in range(60) for s in range(60))
 _MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
 _JOINED: dict[str, str] = {}
 _CACHE_MAX = 20_000  # entries in each cache: two years of hours
-
-
-def safe_cell(value: str) -> str:
-    """A text cell a spreadsheet will not run: `=`, `@`, tab, CR, or `+`/`-` not starting
-    a plain number get a leading `'`; `+995555123456` and `-5` stay as they are."""
-    if value and value[0] in _RISKY and not _NUMBERLIKE.fullmatch(value):
-        return "'" + value
-    return value
 
 
 def fast_iso(ts: float) -> str:
@@ -104,7 +95,7 @@ def _csv_row(row: Sequence[Any]) -> list[Any]:
         out[i] = "true" if out[i] else "false"
     for i in _TEXT:
         value = out[i]
-        if value and value[0] in _RISKY:
+        if value and value[0] in GUARDED_FIRST:
             out[i] = safe_cell(value)
     return out
 

@@ -22,6 +22,8 @@ What an import does, decided once here:
   warning: it will be found by its last digits only.
 - an empty category cell is the default one; category names match in any case.
 - the row number is the spreadsheet's: the header is row 1.
+- a cell an export guarded against spreadsheet formulas (`'=...`, pbxlink.spreadsheet) is
+  read without its guard, so an export imported again gives the same clients.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from pbxlink.clients.model import (
     text,
 )
 from pbxlink.clients.numbers import PhoneNumbers
+from pbxlink.spreadsheet import safe_cell, unguard
 
 log = structlog.get_logger("pbxlink.clients")
 
@@ -580,7 +583,7 @@ class _Checker:
             ))  # fmt: skip
         values = dict.fromkeys(_TEXT_FIELDS, "")
         for name, index, max_len, multiline in self.texts:
-            cell = cells[index] if index < n else ""
+            cell = unguard(cells[index]) if index < n else ""
             if cell:
                 try:
                     values[name] = text(name, cell, max_len, multiline=multiline)
@@ -597,7 +600,7 @@ class _Checker:
                 (row, line, "category", "error", f"unknown {category!r} (known: {known})")
             )
         numbers: list[tuple[str, str | None, str]] = []
-        cell = cells[self.phones] if self.phones is not None and self.phones < n else ""
+        cell = unguard(cells[self.phones]) if self.phones is not None and self.phones < n else ""
         if cell:
             for part in PHONE_SEPARATORS.split(cell):
                 if not part.strip():
@@ -768,6 +771,7 @@ def _bar(enabled: bool, total: int | None, desc: str) -> Any:
 
 async def export_csv(directory: Directory, path: Path, *, bom: bool = False) -> int:
     """Write every client as a row of FIELDS (phones joined with ';'); returns the rows.
+    Cells a spreadsheet would run as a formula are guarded, with or without `bom`.
 
     Streamed: one read transaction, clients and phones merged by id as they come, so a
     million clients take no more memory than a thousand. Written to a temporary file beside
@@ -801,7 +805,8 @@ def _export(db_path: Path, path: Path, bom: bool) -> int:
                     if pending[0] == client_id:
                         numbers.append(_exported_number(pending[1], pending[2]))
                     pending = phones.fetchone()
-                writer.writerow((*values, "; ".join(numbers)))
+                # names and notes are anyone's to write: never a formula in a spreadsheet
+                writer.writerow([safe_cell(v) for v in (*values, "; ".join(numbers))])
                 count += 1
         db.execute("COMMIT")
         os.replace(tmp, path)
