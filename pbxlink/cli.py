@@ -1,8 +1,10 @@
-"""The `pbxlink` command."""
+"""pbxlink: a CTI daemon for Asterisk (call records, client cards, popups, call log), and the
+commands that replay AMI captures, check its config and manage its client directory."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import secrets
 import sys
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pbxlink import __version__
+from pbxlink import __version__, lock
 from pbxlink.calls.record import CallRecord, iso_utc
 from pbxlink.calls.tracker import CallTracker
 from pbxlink.calls.updates import (
@@ -24,7 +26,7 @@ from pbxlink.calls.updates import (
 )
 from pbxlink.config import Config, ConfigError, hash_token, load, parse
 from pbxlink.logs import setup_logging
-from pbxlink.replay import finished_calls, read_chunks, replay
+from pbxlink.replay import ReplayStats, finished_calls, first_timestamp, read_chunks, replay
 from pbxlink.sim import scenarios
 
 if TYPE_CHECKING:
@@ -72,24 +74,52 @@ def _table_row(r: CallRecord) -> str:
     )
 
 
+def _config_failed(exc: ConfigError) -> int:
+    """Every mistake of the file, a line each; exit code 2."""
+    for problem in exc.problems:
+        print(f"pbxlink: {problem}", file=sys.stderr)
+    return 2
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     try:
         config = _load_or_default(args.config)
     except ConfigError as exc:
-        print(f"pbxlink: {exc}", file=sys.stderr)
-        return 2
+        return _config_failed(exc)
     tracker = CallTracker(config.tracker)
     status = 0
     out = sys.stdout
     if not args.json:
         print(TABLE.format(*HEADER), file=out)
     for trace in args.trace:
+        stats = ReplayStats()
         try:
-            ended = list(finished_calls(replay(read_chunks(trace), tracker)))
+            start, fallback = first_timestamp(read_chunks(trace)), None
+            if start is None:  # nothing to tell the time by but the file itself
+                start = fallback = trace.stat().st_mtime
+            updates = replay(read_chunks(trace), tracker, start_at=start, stats=stats)
+            ended = list(finished_calls(updates))
         except OSError as exc:
             print(f"pbxlink: {trace}: cannot read: {exc.strerror}", file=sys.stderr)
             status = 1
             continue
+        if not stats.messages:
+            print(
+                f"pbxlink: {trace}: no AMI message in it (expected a capture of an AMI session: "
+                "blocks of 'Key: value' lines, each ending with a blank line)",
+                file=sys.stderr,
+            )
+            status = 1
+            continue
+        if fallback is not None:
+            stamped = dt.datetime.fromtimestamp(fallback, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            print(
+                f"pbxlink: warning: {trace}: no message has a Timestamp header "
+                "(timestampevents = yes in manager.conf adds them), so the calls' times are "
+                f"unknown: every event was stamped with the file's modification time, {stamped} "
+                "UTC, and every wait and talk time is 0",
+                file=sys.stderr,
+            )
         for update in ended:
             if args.json:
                 out.write(json.dumps(update.call.to_dict(), ensure_ascii=False) + "\n")
@@ -145,31 +175,50 @@ def _load_or_default(path: Path | None) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The daemon. Exit codes: 0 stopped cleanly, 2 bad config, 78 AMI login refused."""
+    """The daemon. Exit codes: 0 stopped cleanly, 2 bad config, a port in use or the database
+    held by another daemon, 78 AMI login refused."""
     import asyncio
 
+    import structlog
+
     from pbxlink.daemon import Daemon
+    from pbxlink.startup import StartError
 
     try:
         config = _load_or_default(args.config)
     except ConfigError as exc:
+        return _config_failed(exc)
+    log = structlog.get_logger("pbxlink.cli")
+    for warning in config.warnings:
+        log.warning("config.unsafe", problem=warning)
+    try:
+        return asyncio.run(Daemon(config).run())
+    except ConfigError as exc:  # a TLS file that changed since the config was read
+        return _config_failed(exc)
+    except StartError as exc:  # a port or the database taken: one line, no traceback
         print(f"pbxlink: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(Daemon(config).run())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load(args.file)
     except ConfigError as exc:
-        print(f"pbxlink: {exc}", file=sys.stderr)
+        _config_failed(exc)
+        count = len(exc.problems)
+        print(f"pbxlink: {args.file}: {count} mistake{'s' * (count != 1)}", file=sys.stderr)
         return 2
-    ami = config.ami
+    for warning in config.warnings:
+        print(f"pbxlink: warning: {warning}", file=sys.stderr)
+    ami, web, hub = config.ami, config.web, config.hub
     target = "the built-in simulator" if ami.mode == "simulator" else f"{ami.host}:{ami.port}"
+    page = f"{'https' if web.tls else 'http'}://{web.host}:{web.port}"
+    popups = f"{'wss' if hub.tls_cert_file else 'ws'}://{hub.host}:{hub.port}"
     print(
-        f"{args.file}: OK. AMI: {target}; database: {config.storage.database_path}; "
-        f"web: {config.web.host}:{config.web.port}; {len(config.operators)} operator(s)."
+        f"{args.file}: OK. AMI: {target}; web: {page}; popups: {popups}; "
+        f"{len(config.operators)} operator(s)."
     )
+    print(lock.describe(config.storage.database_path))
     return 0
 
 
@@ -195,9 +244,12 @@ def cmd_clients_import(args: argparse.Namespace) -> int:
     try:
         config = _load_or_default(args.config)
         mapping = csvio.parse_mapping(args.map)
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
+        return _config_failed(exc)
+    except ValueError as exc:
         print(f"pbxlink: {exc}", file=sys.stderr)
         return 2
+    print(f"pbxlink: {lock.describe(config.storage.database_path)}", file=sys.stderr)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
 
     async def run() -> csvio.ImportReport:
@@ -276,9 +328,9 @@ def cmd_clients_export(args: argparse.Namespace) -> int:
     try:
         config = _load_or_default(args.config)
     except ConfigError as exc:
-        print(f"pbxlink: {exc}", file=sys.stderr)
-        return 2
+        return _config_failed(exc)
     database = config.storage.database_path
+    print(f"pbxlink: {lock.describe(database)}", file=sys.stderr)
     if not database.exists():
         print(f"pbxlink: {database}: no database (nothing to export)", file=sys.stderr)
         return 1
@@ -313,22 +365,61 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", help="debug, info, warning, error (default: info for run, else warning)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("replay", help="print the call records of recorded AMI streams")
+    p = sub.add_parser(
+        "replay",
+        help="print the call records of recorded AMI streams",
+        description="Replay captures of an AMI session through pbxlink's call tracker and "
+        "print the calls they hold: a table, or with --json one record per line (the fields "
+        "of the README). Times come from the events' Timestamp headers (timestampevents = yes "
+        "in manager.conf); a capture without them is replayed with a warning saying what "
+        "times it got. Exit code 1 when a file cannot be read or holds no AMI message.",
+    )
     p.add_argument("trace", nargs="+", type=Path, help="AMI byte stream(s), e.g. 01_x.ami")
     p.add_argument("--json", action="store_true", help="one JSON object per finished call")
     p.add_argument("--config", type=Path, help="pbxlink.toml with [calls] rules")
     p.set_defaults(func=cmd_replay)
-    d = sub.add_parser("demo", help="replay the recorded calls shipped with pbxlink")
+    d = sub.add_parser(
+        "demo",
+        help="replay the recorded calls shipped with pbxlink",
+        description="Replay the real Asterisk calls shipped with pbxlink and print, event by "
+        "event, what the call tracker makes of them, then the finished calls as a table. "
+        "Needs no PBX and writes nothing (`pbxlink run` with no config plays them live).",
+    )
     d.set_defaults(func=cmd_demo)
-    r = sub.add_parser("run", help="run the daemon (the simulator when no Asterisk is set)")
+    r = sub.add_parser(
+        "run",
+        help="run the daemon (the simulator when no Asterisk is set)",
+        description="Run the daemon: the AMI link, the call log, the operator page and its API, "
+        "the popups. Without --config it runs on the built-in defaults against the AMI "
+        "simulator. Exit codes: 0 stopped by SIGTERM or SIGINT; 2 a bad config file, a port "
+        "in use or the database held by another pbxlink daemon; 78 the AMI login refused.",
+    )
     r.add_argument("--config", type=Path, help="pbxlink.toml (default: built-in defaults)")
     r.set_defaults(func=cmd_run)
-    c = sub.add_parser("check-config", help="validate a config file without starting")
-    c.add_argument("file", type=Path)
+    c = sub.add_parser(
+        "check-config",
+        help="validate a config file without starting",
+        description="Read a config file as the daemon would, without starting anything: every "
+        "mistake at once, each with its file, line and key (exit code 2); then warnings about "
+        "what works but is unsafe; then what the file sets up and the database it names "
+        "(and whether a running daemon uses that database).",
+    )
+    c.add_argument("file", type=Path, help="the config file, e.g. /etc/pbxlink/pbxlink.toml")
     c.set_defaults(func=cmd_check_config)
-    t = sub.add_parser("token", help="print a new operator token and its config line")
+    t = sub.add_parser(
+        "token",
+        help="print a new operator token and its config line",
+        description="Print a new random operator token, to hand to the person, and the "
+        "token_hash line for their [[operators]] table: only the hash is stored.",
+    )
     t.set_defaults(func=cmd_token)
-    cl = sub.add_parser("clients", help="import or export the client directory as CSV")
+    cl = sub.add_parser(
+        "clients",
+        help="import or export the client directory as CSV",
+        description="Import clients from a CSV file, or export the directory to one. Both "
+        "print the database they use: pass the daemon's config (--config) to reach the "
+        "daemon's database.",
+    )
     clsub = cl.add_subparsers(dest="clients_command", required=True)
     ci = clsub.add_parser(
         "import",
@@ -368,7 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
         "1: this process only)",
     )
     ci.set_defaults(func=cmd_clients_import)
-    ce = clsub.add_parser("export", help="export every client to a CSV file")
+    ce = clsub.add_parser(
+        "export",
+        help="export every client to a CSV file",
+        description="Write every client of the directory to a CSV file (UTF-8, with a header "
+        "line), in the columns `pbxlink clients import` reads back.",
+    )
     ce.add_argument("file", type=Path, help="the CSV file to write (replaced if it exists)")
     ce.add_argument("--config", type=Path, help="pbxlink.toml: the database")
     ce.add_argument("--bom", action="store_true", help="start with a BOM (Excel needs it)")

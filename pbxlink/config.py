@@ -1,9 +1,16 @@
 """The one TOML config file: load, validate strictly, and build the parts' settings.
 
 Every error names the file, the line, the key and what was expected, so an admin can fix it
-without reading code. Unknown keys are errors too: a typo must not silently fall back to a
-default. With no file at all, the defaults run out of the box: SQLite under the state
-directory and the built-in AMI simulator.
+without reading code, and a file's mistakes are all reported at once (fixing them one start at
+a time is how a service ends up in a restart loop). Unknown keys are errors too: a typo must
+not silently fall back to a default. What works but is unsafe (a listener open to the network
+without TLS, a secret every user can read) is a warning, `Config.warnings`. With no file at
+all, the defaults run out of the box: SQLite under the state directory and the built-in AMI
+simulator.
+
+A relative file name (`secret_file`, the TLS files) is looked up in systemd's credentials
+first ($CREDENTIALS_DIRECTORY, the unit's `LoadCredential=`), then beside the config file: the
+service reads the copy systemd hands it, an admin's shell the file in /etc/pbxlink.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import hashlib
 import hmac
 import os
 import re
+import stat
 import tomllib
 import zoneinfo
 from collections.abc import Callable
@@ -30,7 +38,11 @@ TOKEN_PREFIX = "sha256:"
 
 
 class ConfigError(ValueError):
-    """A config file that cannot be used; the message says where and why."""
+    """A config file that cannot be used; the message says where and why, a line per mistake."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems: tuple[str, ...] = problems
 
 
 # -- value checks: each takes "where" (file:line: key) and the raw TOML value ------------------
@@ -215,6 +227,12 @@ class StorageConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    tls_cert_file: Path | None = None  # both: the page over https://
+    tls_key_file: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
 
 SlVariant = Literal["abandons_against", "abandons_ignored", "quick_abandons_succeed"]
@@ -296,6 +314,8 @@ class Config:
     recordings_dir: Path = Path("/var/spool/asterisk/monitor")
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     operators: list[Operator] = field(default_factory=list)
+    #: what works but is unsafe, each naming the file, line and key; check-config prints them
+    warnings: list[str] = field(default_factory=list)
 
     def operator_by_token(self, token: str) -> Operator | None:
         digest = hash_token(token)
@@ -346,7 +366,7 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "scenarios": _str_list,
     },
     "storage": {"state_dir": _path, "database": _path},
-    "web": {"host": _nonempty, "port": _port},
+    "web": {"host": _nonempty, "port": _port, "tls_cert_file": _path, "tls_key_file": _path},
     "thresholds": {
         "too_long_call_s": _positive,
         "too_long_inbound_s": _positive,
@@ -392,6 +412,17 @@ OPERATOR_KEYS: dict[str, Check] = {
     "token_hash": _token_hash,
 }
 RULE_KEYS = ("trunk_contexts", "trunk_endpoints", "trunk_channels", "did_variables", "extensions")
+#: files read at start: a relative name is a systemd credential, else beside the config file
+FILE_KEYS = (
+    ("ami", "secret_file"),
+    ("ami", "tls_ca_file"),
+    ("web", "tls_cert_file"),
+    ("web", "tls_key_file"),
+    ("hub", "tls_cert_file"),
+    ("hub", "tls_key_file"),
+)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_BAD = object()  # a value that failed its check: reported, and the default used meanwhile
 
 
 def load(path: Path) -> Config:
@@ -405,9 +436,34 @@ def load(path: Path) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    config = parse(raw, str(path), text)
+    config = parse(raw, str(path), text, base=path.parent)
     config.path = path
+    ami = raw.get("ami")
+    if isinstance(ami, dict) and "secret" in ami and _world_readable(path):
+        where = _Locator(str(path), text)("ami", "secret")
+        config.warnings.append(
+            f"{where}: the AMI secret is in a file every user of this machine can read: "
+            f"chmod 600 it, or move the secret to a secret_file"
+        )
     return config
+
+
+def _world_readable(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
+def resolve_file(path: Path, base: Path | None) -> Path:
+    """A relative `path`: systemd's credential of that name if there is one, else beside the
+    config file (`base`), else in the working directory."""
+    if path.is_absolute():
+        return path
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / path).exists():
+        return Path(credentials) / path
+    return (base if base is not None else Path.cwd()) / path
 
 
 class _Locator:
@@ -425,6 +481,7 @@ class _Locator:
             header = re.match(r"\s*\[\[?\s*([\w.-]+)\s*\]\]?", line)
             if header:
                 current = header.group(1)
+                self.lines.setdefault(("", None, current), number)  # an unknown section's line
                 if line.lstrip().startswith("[["):
                     counts[current] = counts.get(current, -1) + 1
                 seen = counts.get(current, -1)
@@ -444,73 +501,159 @@ class _Locator:
         return f"{self.source}: {dotted}"
 
 
-def parse(raw: dict[str, Any], source: str = "<config>", text: str | None = None) -> Config:
+def parse(
+    raw: dict[str, Any],
+    source: str = "<config>",
+    text: str | None = None,
+    *,
+    base: Path | None = None,
+) -> Config:
+    """The config of a TOML table; `base` is the config file's folder (for relative files).
+
+    Every mistake is collected; a ConfigError lists them all, one line each."""
     where = _Locator(source, text)
+    problems: list[str] = []
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     operators: list[Operator] = []
     for key, value in raw.items():
         if key == "operators":
-            operators = _operators(where, value)
+            operators = _operators(where, value, problems)
         elif key in SECTIONS and key != "" and isinstance(value, dict):
             for sub, subvalue in value.items():
                 check = SECTIONS[key].get(sub)
                 if check is None:
                     known = ", ".join(sorted(SECTIONS[key]))
-                    raise ConfigError(f"{where(key, sub)}: unknown key (known: {known})")
-                values[key][sub] = check(where(key, sub), subvalue)
+                    problems.append(f"{where(key, sub)}: unknown key (known: {known})")
+                    continue
+                if (key, sub) in FILE_KEYS:
+                    check = _file_check(check, base)
+                checked = _checked(check, where(key, sub), subvalue, problems)
+                if checked is not _BAD:
+                    values[key][sub] = checked
         elif key in SECTIONS[""]:
-            values[""][key] = SECTIONS[""][key](where("", key), value)
+            checked = _checked(SECTIONS[""][key], where("", key), value, problems)
+            if checked is not _BAD:
+                values[""][key] = checked
         else:
             sections = ", ".join(f"[{s}]" for s in SECTIONS if s) + ", [[operators]]"
-            raise ConfigError(f"{where('', key)}: unknown key or section (known: {sections})")
+            problems.append(f"{where('', key)}: unknown key or section (known: {sections})")
     config = Config(operators=operators)
     top = values[""]
     config.company = top.get("company", config.company)
     config.recordings_dir = top.get("recordings_dir", config.recordings_dir)
-    config.ami = _ami(where, values["ami"])
+    config.ami = _ami(where, values["ami"], problems, config.warnings)
     config.simulator = SimulatorConfig(**values["simulator"])
-    storage = dict(values["storage"])
-    config.storage = StorageConfig(**storage)
+    config.storage = StorageConfig(**values["storage"])
     config.web = WebConfig(**values["web"])
     config.thresholds = Thresholds(**values["thresholds"])
     config.retention = RetentionConfig(**values["retention"])
-    config.hub = _hub(where, values["hub"])
+    config.hub = HubConfig(**values["hub"])
     config.clients = ClientsConfig(**values["clients"])
     config.tracker = _tracker(where, values["calls"])
-    _check_operators(where, operators)
+    _check_operators(where, operators, problems)
+    _check_listeners(where, config, problems)
+    if problems:
+        raise ConfigError(*problems)
     return config
 
 
-def _ami(where: _Locator, values: dict[str, Any]) -> AmiConfig:
+def _checked(check: Check, place: str, value: Any, problems: list[str]) -> Any:
+    """`check(place, value)`, or _BAD with its complaint added to `problems`."""
+    try:
+        return check(place, value)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return _BAD
+
+
+def _file_check(check: Check, base: Path | None) -> Check:
+    def resolved(where: str, value: Any) -> Path:
+        return resolve_file(check(where, value), base)
+
+    return resolved
+
+
+def _ami(
+    where: _Locator, values: dict[str, Any], problems: list[str], warnings: list[str]
+) -> AmiConfig:
     secret_sources = [k for k in ("secret", "secret_env", "secret_file") if k in values]
     if len(secret_sources) > 1:
-        raise ConfigError(f"{where('ami', secret_sources[1])}: give only one of {secret_sources}")
+        problems.append(f"{where('ami', secret_sources[1])}: give only one of {secret_sources}")
     ami = AmiConfig(**{k: v for k, v in values.items() if k not in ("secret_env", "secret_file")})
     if "secret_env" in values:
         name = values["secret_env"]
-        if name not in os.environ:
-            raise ConfigError(f"{where('ami', 'secret_env')}: environment variable {name} unset")
-        ami.secret = os.environ[name]
+        if name in os.environ:
+            ami.secret = os.environ[name]
+        else:
+            problems.append(f"{where('ami', 'secret_env')}: environment variable {name} unset")
     elif "secret_file" in values:
+        path: Path = values["secret_file"]
         try:
-            ami.secret = values["secret_file"].read_text(encoding="utf-8").strip()
+            ami.secret = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(
-                f"{where('ami', 'secret_file')}: cannot read: {exc.strerror}"
-            ) from exc
-    if ami.mode == "asterisk" and not ami.secret:
-        raise ConfigError(f"{where('ami', 'mode')}: mode 'asterisk' needs a secret")
+            problems.append(f"{where('ami', 'secret_file')}: {path}: cannot read: {exc.strerror}")
+        except UnicodeDecodeError:
+            problems.append(f"{where('ami', 'secret_file')}: {path}: not UTF-8 text")
+        else:
+            if _world_readable(path):
+                warnings.append(
+                    f"{where('ami', 'secret_file')}: {path} can be read by every user of this "
+                    f"machine: chmod 600 {path}"
+                )
+    if ami.mode == "asterisk" and not ami.secret and not any(
+        problem.startswith(where("ami", k)) for problem in problems for k in secret_sources
+    ):
+        problems.append(f"{where('ami', 'mode')}: mode 'asterisk' needs a secret")
     if ami.reconnect_max_s < ami.reconnect_min_s:
-        raise ConfigError(f"{where('ami', 'reconnect_max_s')}: smaller than reconnect_min_s")
+        problems.append(f"{where('ami', 'reconnect_max_s')}: smaller than reconnect_min_s")
     return ami
 
 
-def _hub(where: _Locator, values: dict[str, Any]) -> HubConfig:
-    hub = HubConfig(**values)
-    if (hub.tls_cert_file is None) != (hub.tls_key_file is None):
-        where_cert = where("hub", "tls_cert_file")
-        raise ConfigError(f"{where_cert}: give both tls_cert_file and tls_key_file")
-    return hub
+def _check_listeners(where: _Locator, config: Config, problems: list[str]) -> None:
+    """The page, the popups (and the simulator): TLS files that load, a port each, and a
+    warning for each one open to the network in clear."""
+    from pbxlink.tls import TlsFilesError, server_context
+
+    listeners: list[tuple[str, str, int]] = [
+        ("web", config.web.host, config.web.port),
+        ("hub", config.hub.host, config.hub.port),
+    ]
+    if config.ami.mode == "simulator":
+        listeners.append(("simulator", config.simulator.host, config.simulator.port))
+    for section, cert, key in (
+        ("web", config.web.tls_cert_file, config.web.tls_key_file),
+        ("hub", config.hub.tls_cert_file, config.hub.tls_key_file),
+    ):
+        if (cert is None) != (key is None):
+            given = "tls_cert_file" if cert is not None else "tls_key_file"
+            problems.append(f"{where(section, given)}: give both tls_cert_file and tls_key_file")
+        elif cert is not None and key is not None:
+            try:
+                server_context(cert, key)
+            except TlsFilesError as exc:
+                problems.append(f"{where(section, 'tls_cert_file')}: {exc}")
+    seen: dict[int, str] = {}
+    for section, _host, port in listeners:
+        if port and port in seen:
+            # blame the key the file sets (the other one may be a default)
+            first, second = seen[port], section
+            if (second, None, "port") not in where.lines:
+                first, second = second, first
+            problems.append(
+                f"{where(second, 'port')}: {port} is [{first}] port too: "
+                "each listener needs its own port"
+            )
+        seen.setdefault(port, section)
+    for section, host, tls, scheme in (
+        ("web", config.web.host, config.web.tls, "http://"),
+        ("hub", config.hub.host, config.hub.tls_cert_file is not None, "ws://"),
+    ):
+        if host not in LOOPBACK and not host.startswith("127.") and not tls:
+            config.warnings.append(
+                f"{where(section, 'host')}: {host} is reachable from the network over plain "
+                f"{scheme}: tokens and callers' data cross it unencrypted; give [{section}] "
+                "tls_cert_file and tls_key_file, or listen on 127.0.0.1 behind a TLS proxy"
+            )
 
 
 def _tracker(where: _Locator, values: dict[str, Any]) -> TrackerConfig:
@@ -523,9 +666,10 @@ def _tracker(where: _Locator, values: dict[str, Any]) -> TrackerConfig:
     return tracker
 
 
-def _operators(where: _Locator, value: Any) -> list[Operator]:
+def _operators(where: _Locator, value: Any, problems: list[str]) -> list[Operator]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ConfigError(f"{where('', 'operators')}: expected [[operators]] tables")
+        problems.append(f"{where('', 'operators')}: expected [[operators]] tables")
+        return []
     out = []
     for i, table in enumerate(value):
         fields: dict[str, Any] = {}
@@ -533,20 +677,24 @@ def _operators(where: _Locator, value: Any) -> list[Operator]:
             check = OPERATOR_KEYS.get(key)
             if check is None:
                 known = ", ".join(OPERATOR_KEYS)
-                raise ConfigError(f"{where('operators', key, i)}: unknown key (known: {known})")
-            fields[key] = check(where("operators", key, i), raw)
-        missing = [k for k in OPERATOR_KEYS if k not in fields]
+                problems.append(f"{where('operators', key, i)}: unknown key (known: {known})")
+                continue
+            checked = _checked(check, where("operators", key, i), raw, problems)
+            if checked is not _BAD:
+                fields[key] = checked
+        missing = [k for k in OPERATOR_KEYS if k not in table]
         if missing:
-            raise ConfigError(f"{where('operators', missing[0], i)}: missing")
-        out.append(Operator(**fields))
+            problems.append(f"{where('operators', missing[0], i)}: missing")
+        if all(k in fields for k in OPERATOR_KEYS):
+            out.append(Operator(**fields))
     return out
 
 
-def _check_operators(where: _Locator, operators: list[Operator]) -> None:
+def _check_operators(where: _Locator, operators: list[Operator], problems: list[str]) -> None:
     seen_tokens: set[str] = set()
     for i, op in enumerate(operators):
         if op.token_hash in seen_tokens:
-            raise ConfigError(f"{where('operators', 'token_hash', i)}: used by two operators")
+            problems.append(f"{where('operators', 'token_hash', i)}: used by two operators")
         seen_tokens.add(op.token_hash)
         if op.role == "operator" and not op.extensions:
-            raise ConfigError(f"{where('operators', 'extensions', i)}: an operator needs one")
+            problems.append(f"{where('operators', 'extensions', i)}: an operator needs one")

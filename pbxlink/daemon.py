@@ -19,7 +19,8 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 
@@ -34,14 +35,18 @@ from pbxlink.clients.directory import Directory
 from pbxlink.clients.sources import LookupChain
 from pbxlink.config import Config, ConfigError, Operator, hash_token
 from pbxlink.config import load as load_config
-from pbxlink.hub import Hub, default_origins
+from pbxlink.hub import Hub
+from pbxlink.lock import DatabaseLock
 from pbxlink.sim.server import AmiSimulator
+from pbxlink.startup import StartError, listen_error
 from pbxlink.systemd import notify
-from pbxlink.web import Metrics, make_app, serve
+from pbxlink.tls import TlsFilesError, server_context
+from pbxlink.web import Metrics, WebServer, make_app, serve
 
 log = structlog.get_logger("pbxlink.daemon")
 
 TICK_S = 5.0
+T = TypeVar("T")
 EXIT_AUTH = 78  # EX_CONFIG: the unit's RestartPreventExitStatus stops a restart loop
 
 
@@ -130,6 +135,41 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> int:
+        """Run until stopped; the exit code. One daemon per database: another daemon's lock
+        raises DatabaseInUse. A start-up that fails (a port in use: StartError) closes what it
+        had opened, so the process exits instead of waiting on the database's threads."""
+        lock = DatabaseLock.acquire(self.store.path)
+        self._started = False
+        self._web: WebServer | None = None
+        try:
+            return await self._run()
+        except BaseException:
+            if not self._started:
+                await self._close_unstarted()
+            raise
+        finally:
+            lock.release()
+
+    async def _close_unstarted(self) -> None:
+        await self.hub.close()
+        await self.store.close()
+        await self.sources.close()
+        await self.directory.close()
+        if self._web is not None:
+            await self._web.close()
+        if self.simulator is not None:
+            await self.simulator.close()
+
+    async def _listen(
+        self, section: str, host: str, port: int, start: Callable[[], Awaitable[T]]
+    ) -> T:
+        """`await start()`, a listener of `[section]`; a port taken is a StartError."""
+        try:
+            return await start()
+        except OSError as exc:
+            raise listen_error(section, host, port, exc) from None
+
+    async def _run(self) -> int:
         cfg = self.config
         await self.store.open()
         await self.directory.open()
@@ -148,7 +188,8 @@ class Daemon:
                 speed=cfg.simulator.speed,
                 pbx_timezone=cfg.tracker.pbx_timezone,
             )
-            await self.simulator.start()
+            sim = cfg.simulator
+            await self._listen("simulator", sim.host, sim.port, self.simulator.start)
             ami = dataclasses.replace(
                 ami, host=cfg.simulator.host, port=self.simulator.port, secret=secret, tls=False
             )
@@ -163,15 +204,25 @@ class Daemon:
         app = make_app(
             cfg, self, self.metrics, directory=self.directory, store=self.store, hub=self.hub
         )
-        web = await serve(app, cfg.web.host, cfg.web.port)
+        context = None
+        if cfg.web.tls_cert_file is not None and cfg.web.tls_key_file is not None:
+            try:
+                context = server_context(cfg.web.tls_cert_file, cfg.web.tls_key_file)
+            except TlsFilesError as exc:
+                raise StartError(f"[web] tls_cert_file: {exc}") from None
+        host, port = cfg.web.host, cfg.web.port
+        web = self._web = await self._listen(
+            "web", host, port, lambda: serve(app, host, port, ssl_context=context)
+        )
         self.web_port = web.port
-        self.hub.origins = frozenset(default_origins(cfg, web.port))  # the bound port
-        await self.hub.start()
+        self.hub.web_port = web.port  # the bound port: pages from it may open the popups
+        await self._listen("hub", cfg.hub.host, cfg.hub.port, self.hub.start)
         log.info("web.listening", host=cfg.web.host, port=web.port)
         if self.demo_token is not None:  # a person is watching the terminal: not a log line
             host = "127.0.0.1" if cfg.web.host in ("0.0.0.0", "::") else cfg.web.host
             print(
-                f"pbxlink demo: the operator page is http://{host}:{web.port}/#token="
+                f"pbxlink demo: the operator page is {'https' if context else 'http'}://"
+                f"{host}:{web.port}/#token="
                 f"{self.demo_token} (a supervisor made up for this run; configure [[operators]]"
                 " for real ones)",
                 file=sys.stderr,
@@ -182,6 +233,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         code = 0
+        self._started = True  # from here on the finally below closes everything
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.store.run(), name="store")

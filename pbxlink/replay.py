@@ -2,14 +2,19 @@
 
 This is an adapter like the live link, with the trace as its socket: event times come from
 the `Timestamp` header (`timestampevents = yes`); a message without one (action responses,
-CoreShowChannel list items) takes the time of the last event before it. A banner line after
-the first means the recorder reconnected: the tracker hears `link_down`, then `link_up` at the
-next `FullyBooted`, and the CoreShowChannel list that follows resynchronises it.
+CoreShowChannel list items) takes the time of the last event before it, and one before any
+event had a Timestamp the first Timestamp of the stream (`first_timestamp`). A capture with
+no Timestamp at all has no times to tell: `pbxlink replay` then says so, and what it used.
+A banner line after the first means the recorder reconnected: the tracker hears `link_down`,
+then `link_up` at the next `FullyBooted`, and the CoreShowChannel list that follows
+resynchronises it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -22,6 +27,30 @@ log = structlog.get_logger("pbxlink.replay")
 
 CHUNK = 64 * 1024
 MAX_EPOCH = 1e11  # year 5138: a larger Timestamp is garbage, not a date
+
+
+_STAMP = re.compile(rb"\r?\nTimestamp: *([0-9]+(?:\.[0-9]+)?)\r?\n")
+
+
+@dataclass(slots=True)
+class ReplayStats:
+    """What a replay read: for the command's report of a capture it could not use well."""
+
+    messages: int = 0  # AMI messages, those the tracker does not read included
+    stamped: int = 0  # messages with a usable Timestamp header
+
+
+def first_timestamp(chunks: Iterable[bytes]) -> float | None:
+    """The first usable `Timestamp:` of a stream: the time of what comes before it."""
+    tail = b""
+    for chunk in chunks:
+        data = tail + chunk
+        for match in _STAMP.finditer(data):
+            value = _timestamp(match.group(1).decode("ascii"))
+            if value is not None:
+                return value
+        tail = data[-64:]
+    return None
 
 
 def read_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
@@ -64,18 +93,24 @@ def replay(
     *,
     flush: bool = True,
     parser: AmiParser | None = None,
+    start_at: float = 0.0,
+    stats: ReplayStats | None = None,
 ) -> Iterator[CallUpdate]:
     """Every update the stream causes; with `flush`, calls still open at the end end as partial.
 
+    Messages before the first `Timestamp` take `start_at` (the command passes the stream's
+    first Timestamp, or for a capture with none the file's time); `stats` counts what was read.
     The default parser reads only what the tracker subscribes to."""
     if parser is None:
         parser = AmiParser({**tracker.subscription(), "FullyBooted": None})
+    stats = stats if stats is not None else ReplayStats()
     driver = StreamDriver(tracker)
-    at: float | None = None
-    latest = 0.0  # the flush must reach every call, even if time went backwards at the end
+    at = start_at
+    latest = start_at  # the flush must reach every call, even if time went backwards at the end
     for chunk in chunks:
         for frame in parser.feed(chunk):
             stamp = frame.get("Timestamp") if isinstance(frame, Message) else None
+            stats.messages += isinstance(frame, Message)
             if stamp is not None:
                 value = _timestamp(stamp)
                 if value is None:
@@ -83,7 +118,9 @@ def replay(
                 else:
                     at = value
                     latest = max(latest, value)
-            yield from driver.frame(frame, at if at is not None else 0.0)
+                    stats.stamped += 1
+            yield from driver.frame(frame, at)
+    stats.messages += parser.skipped_events
     if flush:
         yield from tracker.tick(latest + tracker.config.call_timeout_s + 1)
 

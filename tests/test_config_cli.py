@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.config import ConfigError, load
+from pbxlink.config import SECTIONS, ConfigError, load
 
 from conftest import ROOT, TRUTH, need
 from truth_match import match_multiset
@@ -234,3 +234,181 @@ def test_errors_name_the_line_of_the_nth_operator(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load(path)
     assert f"{path}:14: operators[2].role" in str(err.value)
+
+
+def test_check_config_lists_every_mistake_at_once(tmp_path: Path) -> None:
+    """Fixing a file one start at a time is how a service ends up in a restart loop."""
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        "[ami]\nhots = 'pbx'\nport = 'x'\n"
+        "[web]\nport = 8090\n"
+        "[hub]\nport = 8090\n"
+        "[[operators]]\nname = 'A'\nextensions = ['101']\nrole = 'boss'\n"
+        "token_hash = 'sha256:nope'\n"
+        "[colors]\nx = 1\n"
+    )
+    out = run("check-config", str(cfg))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines() == [
+        f"pbxlink: {cfg}:2: ami.hots: unknown key (known: {', '.join(sorted(SECTIONS['ami']))})",
+        f"pbxlink: {cfg}:3: ami.port: expected a TCP port 0-65535, got 'x'",
+        f"pbxlink: {cfg}:11: operators[0].role: expected one of operator, supervisor, admin, "
+        "got 'boss'",
+        f"pbxlink: {cfg}:12: operators[0].token_hash: expected 'sha256:' and 64 hex digits "
+        "(make one with `pbxlink token`)",
+        f"pbxlink: {cfg}:13: colors: unknown key or section (known: "
+        + ", ".join(f"[{s}]" for s in SECTIONS if s)
+        + ", [[operators]])",
+        f"pbxlink: {cfg}:7: hub.port: 8090 is [web] port too: each listener needs its own port",
+        f"pbxlink: {cfg}: 6 mistakes",
+    ]
+
+
+def test_the_page_and_the_popups_need_a_port_each(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("[web]\nport = 8081\n")  # the hub's default port
+    with pytest.raises(ConfigError, match=r":2: web\.port: 8081 is \[hub\] port too"):
+        load(cfg)
+    cfg.write_text("[web]\nport = 0\n[hub]\nport = 0\n")  # any free port, each: fine
+    assert load(cfg).web.port == 0
+
+
+def test_a_relative_secret_file_is_the_systemd_credential_else_beside_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service reads the copy systemd hands it (LoadCredential=), an admin's shell the
+    file beside the config: one config line for both."""
+    etc, credentials = tmp_path / "etc", tmp_path / "credentials"
+    etc.mkdir()
+    credentials.mkdir()
+    (etc / "ami-secret").write_text("beside-the-config\n")
+    cfg = etc / "pbxlink.toml"
+    cfg.write_text("[ami]\nmode = 'asterisk'\nsecret_file = 'ami-secret'\n")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.chdir(tmp_path)  # not the config's folder: relative to the config, not here
+    assert load(cfg).ami.secret == "beside-the-config"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert load(cfg).ami.secret == "beside-the-config"  # no such credential: the file
+    (credentials / "ami-secret").write_text("handed-over-by-systemd\n")
+    assert load(cfg).ami.secret == "handed-over-by-systemd"
+    (etc / "ami-secret").unlink()
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(ConfigError) as err:
+        load(cfg)
+    assert f"{cfg}:3: ami.secret_file: {etc / 'ami-secret'}: cannot read" in str(err.value)
+    assert "needs a secret" not in str(err.value)  # one mistake, said once
+
+
+def test_unsafe_settings_are_warned_about(tmp_path: Path) -> None:
+    secret = tmp_path / "ami-secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        "[ami]\nmode = 'asterisk'\nsecret_file = 'ami-secret'\n"
+        "[web]\nhost = '0.0.0.0'\n[hub]\nhost = '0.0.0.0'\n"
+    )
+    out = run("check-config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [
+        f"pbxlink: warning: {cfg}:3: ami.secret_file: {secret} can be read by every user of "
+        f"this machine: chmod 600 {secret}",
+        f"pbxlink: warning: {cfg}:5: web.host: 0.0.0.0 is reachable from the network over "
+        "plain http://: tokens and callers' data cross it unencrypted; give [web] "
+        "tls_cert_file and tls_key_file, or listen on 127.0.0.1 behind a TLS proxy",
+        f"pbxlink: warning: {cfg}:7: hub.host: 0.0.0.0 is reachable from the network over "
+        "plain ws://: tokens and callers' data cross it unencrypted; give [hub] "
+        "tls_cert_file and tls_key_file, or listen on 127.0.0.1 behind a TLS proxy",
+    ]
+    secret.chmod(0o600)
+    cfg.write_text("[ami]\nmode = 'asterisk'\nsecret_file = 'ami-secret'\n")
+    assert load(cfg).warnings == []
+    cfg.write_text("[ami]\nmode = 'asterisk'\nsecret = 'inline'\n")
+    cfg.chmod(0o644)
+    assert load(cfg).warnings == [
+        f"{cfg}:3: ami.secret: the AMI secret is in a file every user of this machine can "
+        "read: chmod 600 it, or move the secret to a secret_file"
+    ]
+
+
+def test_the_tls_files_of_the_page_are_loaded_by_check_config(tmp_path: Path) -> None:
+    from test_link_tls import make_cert
+
+    cert, key = make_cert(tmp_path, "pbx")
+    other_cert, _ = make_cert(tmp_path, "other")
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(f"[web]\nhost = '0.0.0.0'\ntls_cert_file = '{cert}'\ntls_key_file = 'pbx.key'\n")
+    out = run("check-config", str(cfg))
+    assert out.returncode == 0 and "web: https://0.0.0.0:8080" in out.stdout, out.stderr
+    assert "web.host" not in out.stderr  # TLS: no warning for the page
+    cfg.write_text(f"[web]\ntls_cert_file = '{other_cert}'\ntls_key_file = '{key}'\n")
+    out = run("check-config", str(cfg))
+    assert out.returncode == 2
+    assert (
+        f"{cfg}:2: web.tls_cert_file: {other_cert} with {key}: not a certificate and its key"
+        in out.stderr
+    )
+    cfg.write_text(f"[web]\ntls_key_file = '{key}'\n")
+    with pytest.raises(ConfigError, match=r":2: web\.tls_key_file: give both"):
+        load(cfg)
+
+
+def test_replay_without_timestamps_warns_and_says_what_times_it_used(
+    traces_dir: Path, tmp_path: Path
+) -> None:
+    """raw/ holds the captures as Asterisk sends them by default: no Timestamp headers."""
+    capture = tmp_path / "capture.ami"
+    capture.write_bytes((traces_dir / "raw" / "10_outbound_101_to_5559876.ami").read_bytes())
+    os.utime(capture, (1_796_000_000, 1_796_000_000))  # 2026-11-30 00:53:20 UTC
+    out = run("replay", "--json", str(capture))
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [
+        f"pbxlink: warning: {capture}: no message has a Timestamp header (timestampevents = "
+        "yes in manager.conf adds them), so the calls' times are unknown: every event was "
+        "stamped with the file's modification time, 2026-11-30 00:53:20 UTC, and every wait "
+        "and talk time is 0"
+    ]
+    record = json.loads(out.stdout)
+    assert record["started_at"] == record["ended_at"] == "2026-11-30T00:53:20.000Z"
+    assert record["direction"] == "outbound" and record["talk_s"] == 0
+    stamped = run("replay", "--json", str(traces_dir / "10_outbound_101_to_5559876.ami"))
+    assert stamped.stderr == "" and json.loads(stamped.stdout)["talk_s"] > 0
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, world\nthis is not AMI\n", b"\x00\xff" * 100])
+def test_replay_of_something_without_ami_messages_fails_clearly(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "not-ami.txt"
+    path.write_bytes(content)
+    out = run("replay", str(path))
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        f"pbxlink: {path}: no AMI message in it (expected a capture of an AMI session: blocks "
+        "of 'Key: value' lines, each ending with a blank line)"
+    ]
+
+
+def test_every_command_says_what_it_does_in_its_help() -> None:
+    import argparse
+
+    from pbxlink.cli import build_parser
+
+    def commands(
+        parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+    ) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found.append(((*path, name), sub))
+                    found += commands(sub, (*path, name))
+        return found
+
+    found = commands(build_parser())
+    assert len(found) == 8  # replay demo run check-config token clients, import, export
+    for path, sub in found:
+        assert sub.description and len(sub.description) > 60, path
+        out = run(*path, "--help")
+        assert out.returncode == 0, path
+        assert " ".join(sub.description.split()[:8]) in " ".join(out.stdout.split()), path

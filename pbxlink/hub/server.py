@@ -42,6 +42,7 @@ from pbxlink.config import Config, ConfigError, Operator, hash_token
 from pbxlink.hub import messages
 from pbxlink.hub.card import card_dict, operator_names
 from pbxlink.hub.messages import CloseWith, Message
+from pbxlink.hub.origin import same_host
 
 log = structlog.get_logger("pbxlink.hub")
 
@@ -53,7 +54,6 @@ CLOSE_TIMEOUT_S = 5.0
 REFRESH_DELAY_S = 0.2  # client edits within this long refresh the cards once
 MISSED = frozenset({"no_answer", "busy"})
 WALLBOARD_ROLES = frozenset({"supervisor", "admin"})
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(slots=True, eq=False)
@@ -88,19 +88,6 @@ class _Live:
         return bool(self.shown) or self.answered_at is not None
 
 
-def default_origins(config: Config, web_port: int | None = None) -> tuple[str, ...]:
-    """`[hub] origins`, else the page's own origin (with `web_port`, the bound one) and, for
-    a page on a loopback or wildcard address, its localhost spellings."""
-    if config.hub.origins:
-        return config.hub.origins
-    port = config.web.port if web_port is None else web_port
-    hosts = [config.web.host]
-    if config.web.host in (*LOCAL_HOSTS, "0.0.0.0", "::"):
-        hosts += LOCAL_HOSTS
-    suffix = "" if port == 80 else f":{port}"
-    return tuple(dict.fromkeys(f"http://{_bracket(h)}{suffix}" for h in hosts))
-
-
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -120,7 +107,9 @@ class Hub:
         close_timeout_s: float = CLOSE_TIMEOUT_S,
     ) -> None:
         self.config = config
-        self.origins = frozenset(default_origins(config) if origins is None else origins)
+        #: pages allowed to connect; empty: the page pbxlink serves (hub/origin.py)
+        self.origins = frozenset(config.hub.origins if origins is None else origins)
+        self.web_port = config.web.port  # the daemon sets the bound one
         self.directory = directory
         self.hello_timeout_s = hello_timeout_s
         self.max_message_bytes = max_message_bytes
@@ -451,6 +440,12 @@ class Hub:
                 if not owners:
                     del self._by_ext[ext]
 
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
+        """`[hub] origins` when given, else the page pbxlink serves under the name in `host`."""
+        if self.origins:
+            return origin in self.origins
+        return same_host(origin, host, web_port=self.web_port, web_tls=self.config.web.tls)
+
     def _operator_of(self, token_hash: str) -> Operator | None:
         for op in self._operators:
             if hmac.compare_digest(op.token_hash, token_hash):
@@ -460,7 +455,8 @@ class Hub:
     async def _handle(self, ws: ServerConnection) -> None:
         remote = _remote(ws)
         origin = ws.request.headers.get("Origin") if ws.request is not None else None
-        if origin is not None and origin not in self.origins:
+        host = ws.request.headers.get("Host") if ws.request is not None else None
+        if origin is not None and not self._origin_allowed(origin, host):
             log.warning("hub.origin_refused", origin=origin[:200], remote=remote)
             await ws.close(messages.ORIGIN_REFUSED, "origin not allowed")
             return

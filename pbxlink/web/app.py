@@ -8,6 +8,7 @@ the daemon's parts under the AppKeys below.
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -159,14 +160,20 @@ class WebServer:
 
 
 async def serve(
-    app: web.Application, host: str, port: int, *, shutdown_timeout: float = SHUTDOWN_S
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float = SHUTDOWN_S,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> WebServer:
-    """Start listening; returns once the socket is bound (so a bind error raises here)."""
+    """Start listening (HTTPS with `ssl_context`); returns once the socket is bound (so a bind
+    error raises here)."""
     # aiohttp's access log goes to stdlib logging, which pbxlink does not set up.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         raise
