@@ -899,7 +899,7 @@ async def test_an_operator_asking_for_another_extension_gets_403(
         async with http.get(path, headers=auth("operator"), params={"extension": value}) as resp:
             assert resp.status == 403
             error = await resp.json()
-            assert (error["error"], error["param"]) == ("forbidden", "extension")
+            assert (error["error"], error["field"]) == ("forbidden", "extension")
             assert "102" in error["message"]
     async with http.get(path, headers=auth("operator"), params={"extension": "104"}) as resp:
         assert resp.status == 200
@@ -940,7 +940,7 @@ async def test_a_bad_parameter_is_a_400_naming_it(
     http: aiohttp.ClientSession, path: str, params: dict[str, str], param: str
 ) -> None:
     error = await get_json(http, path, "supervisor", expect=400, **params)
-    assert (error["error"], error["param"]) == ("bad_request", param)
+    assert (error["error"], error["field"]) == ("bad_request", param)
     assert param in error["message"]
 
 
@@ -954,7 +954,7 @@ async def test_a_cursor_pages_on_over_http(log: Log, http: aiohttp.ClientSession
     error = await get_json(
         http, "/api/calls", "admin", expect=400, limit="3", cursor=first["next_cursor"]
     )
-    assert error["param"] == "cursor"  # made for -talk_s, asked with the default order
+    assert error["field"] == "cursor"  # made for -talk_s, asked with the default order
     last = await get_json(http, "/api/calls", "admin", limit="500")
     assert last["next_cursor"] is None and len(last["items"]) == len(log.calls)
 

@@ -342,7 +342,7 @@ async def test_validation_errors_are_400_naming_the_field(
     if isinstance(body, dict) and body.get("gone_id") == "{id}":
         body = {"gone_id": client["id"]}
     error = await invalid(http, method, path, body, field)
-    assert error["error"] == "invalid"
+    assert error["error"] == "bad_request"
 
 
 @pytest.mark.parametrize(

@@ -468,7 +468,7 @@ async def test_bad_parameters_are_named(
     http: aiohttp.ClientSession, params: dict[str, str], field: str
 ) -> None:
     error = await get(http, expect=400, **params)
-    assert error["error"] == "bad_request" and error["param"] == field
+    assert error["error"] == "bad_request" and error["field"] == field
     assert error["message"].startswith(f"{field}: ")
 
 
@@ -477,7 +477,7 @@ async def test_a_parameter_given_twice_is_named(http: aiohttp.ClientSession) -> 
     params = [("day", "2026-11-01"), ("group", "day"), ("group", "hour")]
     async with http.get(PATH, params=params, headers=headers) as resp:
         assert resp.status == 400
-        assert (await resp.json())["param"] == "group"
+        assert (await resp.json())["field"] == "group"
 
 
 async def test_no_period_is_today(http: aiohttp.ClientSession) -> None:

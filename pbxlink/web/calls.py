@@ -9,8 +9,8 @@
 Operators see the calls their extensions took part in (placed, rang, answered, transferred
 to); asking for another extension is a 403 naming `extension`. Supervisors and admins see
 all. A call that does not exist and one the operator may not see are the same 404. Bad or
-unknown parameters are a 400 `bad_request` naming `param`. The filters and what they mean:
-docs/api.md; the queries: pbxlink/calllog/query.py.
+unknown parameters are a 400 `bad_request` naming the parameter in `field`. The filters and
+what they mean: docs/api.md; the queries: pbxlink/calllog/query.py.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class _Calls:
                     403,
                     "forbidden",
                     f"extension {extension} is not one of yours ({', '.join(scope)})",
-                    param="extension",
+                    field="extension",
                 )
         return f, scope
 
@@ -103,7 +103,7 @@ class _Calls:
 
     async def get(self, request: web.Request) -> web.Response:
         for key in request.query:
-            raise ApiError(400, "bad_request", f"{key}: unknown parameter (none known)", param=key)
+            raise ApiError(400, "bad_request", f"{key}: unknown parameter (none known)", field=key)
         call_id = request.match_info["call_id"]
         found = await query.get(self.store.reader, call_id, call_scope(request))
         if found is None:
@@ -205,9 +205,9 @@ FILTERS = [
 ]  # fmt: skip
 _SORT = query_param("sort", "the order; ties in call_id order", {"enum": list(query.SORTS)})
 _ERRORS = {
-    "400": error("a bad or unknown query parameter, named in `param`"),
+    "400": error("a bad or unknown query parameter, named in `field`"),
     "401": error("no or an invalid token"),
-    "403": error("an operator asked for another operator's extension (`param`: extension)"),
+    "403": error("an operator asked for another operator's extension (`field`: extension)"),
 }
 
 

@@ -32,9 +32,9 @@ deleting it, so what the business owes stays on record.
 
 The photo is a raw body, not multipart: `curl -T photo.jpg -H 'Content-Type: image/jpeg'` and
 the page's `fetch(url, {method: "PUT", body: file})` both send exactly that, and it streams
-past the API's 1 MiB JSON limit with a limit of its own. Errors: 400 `invalid` (and 413/415 for
-photos, 409 `conflict`) carry `field`, the name of the field at fault; 404 `not_found` names
-what was not found.
+past the API's 1 MiB JSON limit with a limit of its own. Errors are the API's one shape
+(web/errors.py): 400 `bad_request` (and 413/415 for photos, 409 `conflict`) carry `field`, the
+query parameter or body field at fault; 404 `not_found` names what was not found in `what`.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _mapped(handler: Handler) -> Handler:
         except UnsupportedPhoto as exc:
             raise ApiError(415, "unsupported_media_type", str(exc), field=exc.field) from None
         except ValidationError as exc:
-            raise ApiError(400, "invalid", str(exc), field=exc.field) from None
+            raise ApiError(400, "bad_request", str(exc), field=exc.field) from None
         except Conflict as exc:
             raise ApiError(409, "conflict", str(exc), field=exc.field) from None
         except NotFound as exc:

@@ -1,6 +1,10 @@
-"""Every error the web API sends is JSON with a stable `error` code, never HTML or a traceback.
+"""Every error the web API sends is JSON in one shape, never HTML, plain text or a traceback:
 
-Clients (the operator page, scripts, monitoring) branch on `error`; `message` is for people.
+    {"error": "bad_request", "message": "limit: expected ...", "field": "limit"}
+
+Clients (the operator page, scripts, monitoring) branch on `error`, a stable code; `message`
+is for people; `field` names the query parameter or body field at fault, whichever route it
+is (`needed`: the role a 403 needs; `what`: what a 404 did not find). docs/api.md lists them.
 Handlers raise `ApiError` for their own errors; aiohttp's HTTPExceptions (404, 405, 413, ...)
 are converted here; anything else is a bug: 500 `internal`, logged with its traceback.
 """
@@ -69,7 +73,7 @@ class ApiError(Exception):
 
 def bad_request(exc: QueryError) -> ApiError:
     """The 400 every read route answers for a query parameter it cannot use."""
-    return ApiError(400, "bad_request", str(exc), param=exc.param)
+    return ApiError(400, "bad_request", str(exc), field=exc.param)
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:

@@ -59,14 +59,18 @@ SCHEMAS: dict[str, Any] = {
             {
                 "error": {"type": "string", "description": "stable code: bad_request, ..."},
                 "message": {"type": "string", "description": "for people"},
-                "param": {"type": "string", "description": "the query parameter at fault"},
-                "field": {"type": "string", "description": "the body field at fault"},
+                "field": {
+                    "type": "string",
+                    "description": "the query parameter or body field at fault",
+                },
                 "needed": {"type": "string", "description": "403: the role needed"},
                 "what": {"type": "string", "description": "404: what was not found"},
             },
-            optional=("param", "field", "needed", "what"),
+            optional=("field", "needed", "what"),
         ),
-        "description": "Every error the API sends; clients branch on `error`.",
+        "additionalProperties": False,
+        "description": "Every error the API sends, in this one shape; clients branch on "
+        "`error` (docs/api.md lists the codes).",
     },
     "CallRecord": obj(
         {

@@ -65,7 +65,7 @@ def _download(request: web.Request) -> bool:
     if raw in ("false", "0", ""):
         return False
     raise ApiError(
-        400, "invalid", f"download: expected true or false, got {raw!r}", field="download"
+        400, "bad_request", f"download: expected true or false, got {raw!r}", field="download"
     )
 
 

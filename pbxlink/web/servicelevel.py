@@ -7,7 +7,7 @@
     &queue=sales  &extension=101          only those calls
 
 Every figure is defined in docs/metrics.md. A bad or unknown parameter is a 400 `bad_request`
-whose `param` names it: a typo (`grop=hour`) silently ignored would show the wrong figures.
+whose `field` names it: a typo (`grop=hour`) silently ignored would show the wrong figures.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": json_body("the figures", REPORT_SCHEMA),
-                "400": error("a bad or unknown query parameter (named in `param`)"),
+                "400": error("a bad or unknown query parameter (named in `field`)"),
                 "401": error("no or an invalid token"),
                 "403": error("an operator: this needs the supervisor role"),
             },
