@@ -207,6 +207,40 @@ async def test_header_beyond_aiohttps_line_limit_is_refused_not_500(server: WebS
     assert 400 <= status < 500
 
 
+MARK = b"SECRETTOKENVALUE"  # what the request carried: the answer must not repeat it
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /api/me?q=" + MARK * 1000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # line too long
+        b"GET /api/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + MARK * 1000 + b"\r\n\r\n",
+        b"GET /api/me HTTP/1.1\r\nHost: x\r\nX-" + MARK + b": a\x01b\r\n\r\n",  # bad header
+        b"GET /api/" + MARK + b" HTTP/9.9\r\nHost: x\r\n\r\n",  # not an HTTP version
+        MARK + b"\x00 / HTTP/1.1\r\n\r\n",  # not a method
+    ],
+)
+async def test_what_aiohttp_cannot_read_is_a_json_error_that_echoes_nothing(
+    server: WebServer, request_bytes: bytes
+) -> None:
+    """aiohttp refuses these itself, before any middleware; the answer is still the API's
+    JSON error, not text/plain quoting the request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(request_bytes)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *headers = head.decode("latin-1").split("\r\n")
+    fields = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in headers)}
+    assert status_line.split()[1] == "400", data[:300]
+    assert fields["content-type"].startswith("application/json"), fields
+    error = json.loads(body)
+    assert set(error) == {"error", "message"} and error["error"] == "bad_request", error
+    assert MARK not in body and MARK.lower() not in body.lower()
+
+
 async def test_scheme_is_case_insensitive(client: aiohttp.ClientSession) -> None:
     headers = {"Authorization": f"bEaReR   {TOKENS['operator']}"}
     async with client.get("/api/me", headers=headers) as resp:

@@ -24,7 +24,7 @@ from pbxlink.web.auth import auth_middleware, operator_of, public
 from pbxlink.web.calls import add_routes as add_call_routes
 from pbxlink.web.clients import Directory
 from pbxlink.web.clients import add_routes as add_client_routes
-from pbxlink.web.errors import error_middleware
+from pbxlink.web.errors import JsonErrorRunner, error_middleware
 from pbxlink.web.metrics import CONTENT_TYPE, Metrics
 from pbxlink.web.page import add_routes as add_page_routes
 from pbxlink.web.recordings import add_routes as add_recording_routes
@@ -170,7 +170,7 @@ async def serve(
     """Start listening (HTTPS with `ssl_context`); returns once the socket is bound (so a bind
     error raises here)."""
     # aiohttp's access log goes to stdlib logging, which pbxlink does not set up.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    runner = JsonErrorRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()

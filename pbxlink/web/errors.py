@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from pbxlink.calllog.params import QueryError
 
@@ -139,3 +143,63 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError(400, "bad_json", f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+# -- what aiohttp answers before any middleware ------------------------------------------------
+
+#: what a request aiohttp could not read gets as `message`: never the request's own bytes
+UNREADABLE = {
+    LineTooLong: "the request line or a header is longer than this server reads",
+    HttpProcessingError: "the request could not be read as HTTP",
+}
+
+
+class JsonErrorHandler(RequestHandler):
+    """A connection whose unreadable requests are answered in the API's one error shape.
+
+    aiohttp answers a request it cannot parse (a request line or a header past its limits, a
+    malformed request) itself, before any middleware can see it: text/plain, with the parser's
+    message, which quotes the request. Here that answer is JSON like every other error, and
+    says what went wrong without repeating what was sent."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # its log; raises once bytes are out
+        text = next(
+            (said for kind, said in UNREADABLE.items() if isinstance(exc, kind)), _phrase(status)
+        )
+        response = ApiError(status, CODES.get(status, f"http_{status}"), text).response()
+        response.force_close()
+        return response
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        handler = super().__call__()
+        handler.__class__ = JsonErrorHandler  # the same slots: only handle_error differs
+        return handler
+
+
+class JsonErrorRunner(web.AppRunner):
+    """`web.AppRunner` whose connections are `JsonErrorHandler`s. aiohttp has no setting for
+    the handler class, so the server it builds gets ours; tests/test_web.py sends the
+    requests aiohttp refuses and checks the answers, so an aiohttp upgrade cannot undo it."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer
+        return server
