@@ -80,6 +80,7 @@ async def test_no_hello_is_closed_4001(hub: Hub) -> None:
         (["hello", 1, TOKENS["101"]], 4400),
         ("not json {", 4400),
         (b"\xff\xfe\x00", 4400),  # not UTF-8, in a binary frame
+        (json.dumps({"type": "hello", "v": 1, "token": TOKENS["101"]}).encode(), 4400),  # binary
     ],
 )
 async def test_a_bad_hello_gets_the_documented_close_code(

@@ -38,7 +38,11 @@ def encode(message: Message) -> bytes:
 
 
 def parse_hello(raw: str | bytes) -> str:
-    """The token of a client's first message; CloseWith tells why there is none."""
+    """The token of a client's first message; CloseWith tells why there is none. The
+    protocol is text frames (docs/popup-protocol.md): a binary frame is refused, whatever
+    it holds, rather than guessed at."""
+    if not isinstance(raw, str):
+        raise CloseWith(PROTOCOL_ERROR, "hello: a binary frame, expected a text frame")
     try:
         message = json.loads(raw)
     except (ValueError, RecursionError):
