@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -45,10 +46,33 @@ def test_unit_verifies_clean(tmp_path: Path) -> None:
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
         "RestartPreventExitStatus=78",
+        "ConfigurationDirectoryMode=0755",  # the dynamic user reads the config
+        "LoadCredential=ami-secret:/etc/pbxlink/ami-secret",  # the secret stays root's
     ],
 )
 def test_unit_has_the_hardening_the_issue_asks_for(setting: str) -> None:
     assert setting in (ROOT / "systemd" / "pbxlink.service").read_text().splitlines()
+
+
+#: `systemd-analyze security` of the unit before LoadCredential (issue 12): no worse than this
+EXPOSURE_BEFORE = 1.4
+
+
+def test_unit_exposure_is_no_worse(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    need(analyze is not None, "systemd-analyze not installed (Debian package: systemd)")
+    assert analyze is not None
+    unit = tmp_path / "pbxlink.service"
+    unit.write_text((ROOT / "systemd" / "pbxlink.service").read_text())
+    out = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for pbxlink\.service: ([0-9.]+)", out.stdout)
+    assert found is not None, out.stdout + out.stderr
+    assert float(found.group(1)) <= EXPOSURE_BEFORE, out.stdout
 
 
 def test_notify_sends_ready_to_the_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
