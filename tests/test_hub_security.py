@@ -42,6 +42,8 @@ from pbxlink.calls import Ringing
 from pbxlink.clients.card import CallCard
 from pbxlink.config import ConfigError, Operator
 from pbxlink.hub import Hub
+from pbxlink.loglimit import RATE
+from pbxlink.web import Metrics
 
 UNKNOWN = {"type": "hello", "v": 1, "token": "not-anybodys-token-xxxxxxxxxxxxxxxxxx"}
 
@@ -93,6 +95,36 @@ async def test_a_bad_hello_gets_the_documented_close_code(
     # hello.json refuses the same messages (only an unknown token needs the server to tell)
     if not isinstance(message, str | bytes):
         assert VALIDATORS["hello"].is_valid(message) == (message is UNKNOWN)
+
+
+async def test_strangers_are_logged_a_few_a_minute_and_every_one_counted(hub: Hub) -> None:
+    """Bad tokens, foreign origins and garbage cost a stranger nothing: the hub's log lines
+    for them stop at the rate; its counters (and /metrics) count every one."""
+    allowed = int(RATE.split("/")[0])
+    with structlog.testing.capture_logs() as logs:
+        for i in range(allowed + 5):
+            async with connect(url(hub), origin=ORIGIN) as ws:  # type: ignore[arg-type]
+                await ws.send(json.dumps(UNKNOWN))
+                assert await close_code(ws) == 4001
+            async with connect(url(hub), origin="http://evil.example") as ws:  # type: ignore[arg-type]
+                assert await close_code(ws) == 4003
+            if i < 3:
+                async with connect(url(hub), origin=ORIGIN) as ws:  # type: ignore[arg-type]
+                    await ws.send("garbage")
+                    assert await close_code(ws) == 4400
+    events = [e["event"] for e in logs]
+    assert events.count("hub.auth_failed") == events.count("hub.origin_refused") == allowed
+    assert events.count("hub.protocol_error") == 3
+    assert hub.auth_failed == allowed + 5
+    assert hub.log_limit.seen == {
+        "hub.auth_failed": allowed + 5, "hub.origin_refused": allowed + 5, "hub.protocol_error": 3
+    }  # fmt: skip
+    assert hub.log_limit.suppressed["hub.auth_failed"] == 5
+    metrics = Metrics()
+    metrics.bind_hub(hub)
+    text = metrics.render().decode()
+    assert f'\npbxlink_refused_total{{event="hub.auth_failed"}} {allowed + 5}.0\n' in text
+    assert '\npbxlink_log_suppressed_total{event="hub.origin_refused"} 5.0\n' in text
 
 
 async def test_a_foreign_origin_is_closed_4003_and_no_origin_may_pass(hub: Hub) -> None:

@@ -10,7 +10,7 @@ import io
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from pbxlink.config import Config, Operator, hash_token
+from pbxlink.loglimit import RATE, LogLimit
 from pbxlink.web import Metrics, WebServer, make_app, read_object, requires, serve
 from pbxlink.web.auth import route_access
 
@@ -241,6 +242,24 @@ async def test_what_aiohttp_cannot_read_is_a_json_error_that_echoes_nothing(
     assert MARK not in body and MARK.lower() not in body.lower()
 
 
+async def test_refused_tokens_are_logged_a_few_a_minute_and_every_one_counted(
+    client: aiohttp.ClientSession,
+) -> None:
+    """Anyone can send a bad token: its log lines stop at the rate, /metrics counts all."""
+    allowed = int(RATE.split("/")[0])
+    bad = [{"Authorization": f"Bearer not-a-token-{i}"} for i in range(allowed + 15)]
+    bad[0] = {"Authorization": "Bearer !!malformed"}
+    with structlog.testing.capture_logs() as logs:
+        for headers in bad:
+            async with client.get("/api/me", headers=headers) as resp:
+                assert resp.status == 401
+    assert [e["event"] for e in logs].count("web.auth_failed") == allowed
+    async with client.get("/metrics") as resp:
+        text = await resp.text()
+    assert f'\npbxlink_refused_total{{event="web.auth_failed"}} {len(bad)}.0\n' in text
+    assert '\npbxlink_log_suppressed_total{event="web.auth_failed"} 15.0\n' in text
+
+
 async def test_scheme_is_case_insensitive(client: aiohttp.ClientSession) -> None:
     headers = {"Authorization": f"bEaReR   {TOKENS['operator']}"}
     async with client.get("/api/me", headers=headers) as resp:
@@ -419,6 +438,7 @@ def test_metrics_show_the_hubs_counters() -> None:
         dropped_slow: int = 1
         auth_failed: int = 2
         protocol_errors: int = 0
+        log_limit: LogLimit = field(default_factory=lambda: LogLimit(["hub.auth_failed"]))
 
     metrics = Metrics()
     text = metrics.render().decode()
@@ -432,6 +452,9 @@ def test_metrics_show_the_hubs_counters() -> None:
         "pbxlink_hub_dropped_slow_total 1.0",
         "pbxlink_hub_auth_failed_total 2.0",
         "pbxlink_hub_protocol_errors_total 0.0",
+        'pbxlink_refused_total{event="hub.auth_failed"} 0.0',
+        'pbxlink_refused_total{event="web.auth_failed"} 0.0',
+        'pbxlink_log_suppressed_total{event="hub.auth_failed"} 0.0',
     ):
         assert f"\n{line}\n" in text
 

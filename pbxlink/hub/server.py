@@ -43,6 +43,8 @@ from pbxlink.hub import messages
 from pbxlink.hub.card import card_dict, operator_names
 from pbxlink.hub.messages import CloseWith, Message
 from pbxlink.hub.origin import same_host
+from pbxlink.tls import TlsFilesError, server_context
+from pbxlink.loglimit import LogLimit
 
 log = structlog.get_logger("pbxlink.hub")
 
@@ -54,6 +56,7 @@ CLOSE_TIMEOUT_S = 5.0
 REFRESH_DELAY_S = 0.2  # client edits within this long refresh the cards once
 MISSED = frozenset({"no_answer", "busy"})
 WALLBOARD_ROLES = frozenset({"supervisor", "admin"})
+REFUSALS = ("hub.auth_failed", "hub.origin_refused", "hub.protocol_error")
 
 
 @dataclass(slots=True, eq=False)
@@ -132,6 +135,8 @@ class Hub:
         self.dropped_slow = 0
         self.auth_failed = 0
         self.protocol_errors = 0
+        #: what strangers can make the hub log, a few lines a minute (counted in /metrics)
+        self.log_limit = LogLimit(REFUSALS)
 
     @property
     def clients(self) -> int:
@@ -457,7 +462,7 @@ class Hub:
         origin = ws.request.headers.get("Origin") if ws.request is not None else None
         host = ws.request.headers.get("Host") if ws.request is not None else None
         if origin is not None and not self._origin_allowed(origin, host):
-            log.warning("hub.origin_refused", origin=origin[:200], remote=remote)
+            self.log_limit.warning(log, "hub.origin_refused", origin=origin[:200], remote=remote)
             await ws.close(messages.ORIGIN_REFUSED, "origin not allowed")
             return
         sock = ws.transport.get_extra_info("socket")
@@ -530,10 +535,12 @@ class Hub:
     def _refuse(self, exc: CloseWith, remote: str | None) -> None:
         if exc.code == messages.PROTOCOL_ERROR:
             self.protocol_errors += 1
-            log.warning("hub.protocol_error", reason=exc.reason, remote=remote)
+            self.log_limit.warning(log, "hub.protocol_error", reason=exc.reason, remote=remote)
         else:
             self.auth_failed += exc.code == messages.BAD_TOKEN
-            log.warning("hub.auth_failed", code=exc.code, reason=exc.reason, remote=remote)
+            self.log_limit.warning(
+                log, "hub.auth_failed", code=exc.code, reason=exc.reason, remote=remote
+            )
 
     async def _write(self, client: _Client) -> None:
         ws, queue = client.ws, client.queue

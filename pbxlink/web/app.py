@@ -81,7 +81,8 @@ def make_app(
     whatever is mounted.
     """
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(config)], client_max_size=MAX_BODY
+        middlewares=[error_middleware, auth_middleware(config, metrics.log_limit)],
+        client_max_size=MAX_BODY,
     )
     app[CONFIG] = config
     app[STATUS] = status

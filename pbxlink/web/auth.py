@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from pbxlink.config import ROLES, Config, Operator, Role
+from pbxlink.loglimit import LogLimit
 from pbxlink.web.errors import ApiError
 
 log = structlog.get_logger("pbxlink.web")
@@ -107,12 +108,15 @@ def _token(request: web.Request) -> str | None:
     return None
 
 
-def authenticate(config: Config, request: web.Request) -> Operator:
-    """The operator whose token the request carries, or a 401."""
+def authenticate(config: Config, request: web.Request, limit: LogLimit) -> Operator:
+    """The operator whose token the request carries, or a 401. A refused token is logged
+    `web.auth_failed` within `limit`'s rate (anyone can send one) and always counted."""
     try:
         token = _token(request)
     except ApiError:
-        log.warning("web.auth_failed", reason="malformed", path=request.path, remote=request.remote)
+        limit.warning(
+            log, "web.auth_failed", reason="malformed", path=request.path, remote=request.remote
+        )
         raise
     if token is None:
         raise _unauthorized(
@@ -120,15 +124,20 @@ def authenticate(config: Config, request: web.Request) -> Operator:
         )
     operator = config.operator_by_token(token)
     if operator is None:
-        log.warning(
-            "web.auth_failed", reason="unknown token", path=request.path, remote=request.remote
+        limit.warning(
+            log,
+            "web.auth_failed",
+            reason="unknown token",
+            path=request.path,
+            remote=request.remote,
         )
         raise _unauthorized("invalid token", invalid=True)
     return operator
 
 
-def auth_middleware(config: Config) -> Middleware:
-    """Authenticates every request to a non-public route and checks its role."""
+def auth_middleware(config: Config, limit: LogLimit) -> Middleware:
+    """Authenticates every request to a non-public route and checks its role; `limit`
+    holds back the log lines of refused tokens past its rate."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -138,7 +147,7 @@ def auth_middleware(config: Config) -> Middleware:
         needed = route_access(match.route)
         if needed == "public":
             return await handler(request)
-        operator = authenticate(config, request)
+        operator = authenticate(config, request, limit)
         if not allows(operator, needed):
             log.info("web.forbidden", operator=operator.name, needed=needed, path=request.path)
             raise ApiError(403, "forbidden", f"this needs the {needed} role", needed=needed)

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from pbxlink.calls.record import Status
+from pbxlink.loglimit import LogLimit
 
 if TYPE_CHECKING:
     from pbxlink.web.app import StatusSource
@@ -38,6 +39,7 @@ class HubStats(Protocol):
     dropped_slow: int
     auth_failed: int
     protocol_errors: int
+    log_limit: LogLimit
 
 
 class Metrics:
@@ -49,6 +51,7 @@ class Metrics:
         "calls_ended",
         "calls_too_long",
         "events",
+        "log_limit",
         "lookup_latency",
         "reconnects",
         "registry",
@@ -60,6 +63,8 @@ class Metrics:
         # Every known status from the start, so rate() has a zero to start from.
         self.calls_ended: dict[str, int] = dict.fromkeys(get_args(Status), 0)
         self.calls_too_long = 0  # calls that crossed their too-long threshold while going on
+        #: the web API's refused tokens, logged a few a minute (the hub has its own)
+        self.log_limit = LogLimit(("web.auth_failed",))
         self._status: StatusSource | None = None
         self._hub: HubStats | None = None
         self.registry = CollectorRegistry()
@@ -114,6 +119,7 @@ class _Collector:
             value=m.calls_too_long,
         )
         yield from _hub_metrics(m._hub)
+        yield from _refusals([m.log_limit, *([m._hub.log_limit] if m._hub else [])])
         status = m._status
         if status is None:
             return  # unbound (a Metrics no daemon reports to): no gauges rather than wrong ones
@@ -145,3 +151,23 @@ def _hub_metrics(hub: HubStats | None) -> Iterator[Metric]:
         ("protocol_errors", hub.protocol_errors, "Popup clients closed for a protocol error"),
     ):
         yield CounterMetricFamily(f"pbxlink_hub_{name}", text, value=value)
+
+
+def _refusals(limits: list[LogLimit]) -> Iterator[Metric]:
+    """Every refusal a stranger can cause, logged or held back by its LogLimit."""
+    seen = CounterMetricFamily(
+        "pbxlink_refused",
+        "Refused tokens, origins and protocol errors, by log event, logged or not",
+        labels=["event"],
+    )
+    held = CounterMetricFamily(
+        "pbxlink_log_suppressed",
+        "Log lines of refusals held back by the log rate limit, by log event",
+        labels=["event"],
+    )
+    for limit in limits:
+        for event in sorted(limit.seen):
+            seen.add_metric([event], limit.seen[event])
+            held.add_metric([event], limit.suppressed.get(event, 0))
+    yield seen
+    yield held
