@@ -114,12 +114,15 @@ def on_hangup(t: CallTracker, msg: Message, at: float) -> None:
     call = channel.call
     call.last_at = at
     cause = _int(msg.get("Cause"))
-    if channel is call.caller:
+    told = channel is call.caller and call.hangup_cause is None
+    if told:  # the caller's cause; once known (or restored) a later "caller" does not change it
         call.hangup_cause = cause
     leg = call.legs.get(channel.uniqueid)
     if leg is not None and leg.ringing:
         t.end_leg(leg, _cause_outcome(cause), at)
     t.remove_channel(channel, at)
+    if told and call.call_id in t.calls:  # the call goes on: a restart must find the cause
+        t.changed(call, at)
 
 
 def _cause_outcome(cause: int | None) -> RingOutcome:
@@ -258,9 +261,11 @@ def _phone_behind(t: CallTracker, uniqueid: str) -> str | None:
 def on_cdr(t: CallTracker, msg: Message, at: float) -> None:
     """An answer that happened while the link was down survives in a `Cdr` (sent as a channel
     of the call hangs up). Only a CDR whose destination is a phone and whose `AnswerTime` is
-    later than its `StartTime` dates the phone's answer: a caller already answered by an IVR
+    later than its `StartTime` and than the dialing of that phone dates the phone's answer: a caller already answered by an IVR
     or a queue has every later CDR answered at its start (trace 06), and a queue with Local
-    members dates the phone's answer only on the Local `;2` -> phone CDR (F02)."""
+    members dates the phone's answer only on the Local `;2` -> phone CDR (F02); and none
+    dates an answer before its destination was dialed (an Originate's CDR is answered when
+    the operator's phone picks up, trace 17)."""
     call = t.call_of(msg.get("UniqueID"))
     if call is None or not call.partial or msg.get("Disposition") != "ANSWERED":
         return
@@ -271,7 +276,11 @@ def on_cdr(t: CallTracker, msg: Message, at: float) -> None:
     started = _pbx_time(msg.get("StartTime", ""), tz)
     if answered is None or started is None or answered <= started:
         return
-    kind, endpoint = t.classify(msg.get("DestinationChannel", ""), "")
+    dest_name = msg.get("DestinationChannel", "")
+    kind, endpoint = t.classify(dest_name, "")
+    leg = next((leg for leg in call.legs.values() if leg.dest.name == dest_name), None)
+    if leg is not None and leg.began_at >= answered:
+        return  # the caller's own answer (an Originate's phone picked up before the dial)
     far_end = kind is Kind.TRUNK and call.direction == "outbound"
     if not endpoint or not (kind is Kind.PHONE or far_end):
         return
@@ -317,12 +326,17 @@ def on_core_show_channel(t: CallTracker, msg: Message, at: float) -> None:
             t.rules.trunk_context(channel.context) and channel.exten.lstrip("+").isdigit()
         ):  # where the dialplan has it now (an IVR, a ring group), not the DID it came to
             channel.exten = ""
+        if channel.kind is Kind.PHONE:
+            channel.cid_name = ""  # by now maybe the company's outbound caller ID, not its own
     call = channel.call
     call.last_at = at
     channel.up = msg.get("ChannelStateDesc") == "Up"
     channel.app, channel.app_data = msg.get("Application", ""), msg.get("ApplicationData", "")
     if channel.app.lower() == "voicemail" and channel is call.caller and call.answered_at is None:
         call.voicemail = True  # it went to voicemail in the gap
+    if channel.app == "Queue" and not call.queue:  # it joined a queue in the gap: which one
+        call.queue = channel.app_data.split(",", 1)[0] or None
+        call.in_queue = True
     bridge = msg.get("BridgeId")
     if bridge:
         t.enter_bridge(channel, bridge, True, at)

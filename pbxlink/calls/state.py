@@ -158,13 +158,14 @@ class Call:
             name = caller.cid_name if caller.kind is Kind.PHONE else ""
             called = self._called_from_inside(direction, caller)
         prior = self.prior
-        if prior is not None and (prior.direction != "internal" or direction == "internal"):
-            # inbound (a trunk called) and outbound (a trunk was dialed) are facts; "internal"
-            # is only what a call is until it reaches a trunk, which the resync may show
-            direction = prior.direction
+        if prior is not None:
             number = prior.caller_number or number
             name = prior.caller_name or name
-            called = prior.called_number or called
+            # inbound (a trunk called) and outbound (a trunk was dialed) are facts; "internal"
+            # is only what a call is until it reaches a trunk, which the resync may show
+            if prior.direction != "internal" or direction == "internal":
+                direction = prior.direction
+                called = prior.called_number or called
         answered = self.answered_at
         wait = (answered if answered is not None else end) - self.started_at
         talk = end - answered if answered is not None else 0.0

@@ -487,9 +487,9 @@ class CallTracker:
         ):
             call.answered_at, call.answered_by = seen.answered_at, seen.answered_by
             call.answer_estimated = "answered_at" in seen.estimated
-        caller = call.caller
-        if caller is not None and seen.direction == "inbound" and caller.kind is Kind.PHONE:
-            self._learn_trunk(caller.endpoint)
+        first = call.channels.get(seen.call_id)  # the channel the call began on
+        if first is not None and seen.direction == "inbound" and first.kind is Kind.PHONE:
+            self._learn_trunk(first.endpoint)  # an inbound call begins on a trunk
         if seen.offered_at is not None:
             call.offered(seen.offered_at)
         call.rung[:0] = [ext for ext in seen.extensions_rung if ext not in call.rung]

@@ -31,6 +31,7 @@ from pbxlink.calls import (
     CallEnded,
     CallRecord,
     CallUpdate,
+    Changed,
     RingEnded,
     Ringing,
     TooLong,
@@ -84,6 +85,7 @@ class _Live:
     missed: set[str] = field(default_factory=set)  # rings that ended no_answer/busy
     holder: str | None = None  # the extension holding the answered call
     answered_at: float | None = None
+    answer_estimated: bool = False  # answered in an AMI gap: the stored time may come later
 
     @property
     def announced(self) -> bool:
@@ -241,6 +243,7 @@ class Hub:
             if who is None and call.direction == "outbound":
                 who = call.caller_number or None  # the far end answered the operator's call
             live.holder, live.answered_at = who, update.at
+            live.answer_estimated = "answered_at" in call.estimated
             live.ringing.clear()
             if who is not None:
                 live.shown.add(who)
@@ -263,6 +266,11 @@ class Hub:
                     self._card(live, update.extension),
                 ),
             )
+        elif isinstance(update, Changed):
+            # after a restart the tracker adopts what the previous run stored: a reload's
+            # welcome then shows the call's real answer time, not the resync's estimate
+            if live.answer_estimated and "answered_at" not in call.estimated:
+                live.answered_at, live.answer_estimated = call.answered_at, False
         elif isinstance(update, TooLong):
             talk_s, threshold_s = update.talk_s, update.threshold_s
             self._send(
