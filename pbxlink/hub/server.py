@@ -31,6 +31,7 @@ from pbxlink.calls import (
     CallEnded,
     CallRecord,
     CallUpdate,
+    Changed,
     RingEnded,
     Ringing,
     TooLong,
@@ -43,6 +44,7 @@ from pbxlink.hub import messages
 from pbxlink.hub.card import card_dict, operator_names
 from pbxlink.hub.messages import CloseWith, Message
 from pbxlink.hub.origin import same_host
+from pbxlink.loglimit import LogLimit
 from pbxlink.tls import TlsFilesError, server_context
 
 log = structlog.get_logger("pbxlink.hub")
@@ -55,6 +57,7 @@ CLOSE_TIMEOUT_S = 5.0
 REFRESH_DELAY_S = 0.2  # client edits within this long refresh the cards once
 MISSED = frozenset({"no_answer", "busy"})
 WALLBOARD_ROLES = frozenset({"supervisor", "admin"})
+REFUSALS = ("hub.auth_failed", "hub.origin_refused", "hub.protocol_error")
 
 
 @dataclass(slots=True, eq=False)
@@ -82,6 +85,7 @@ class _Live:
     missed: set[str] = field(default_factory=set)  # rings that ended no_answer/busy
     holder: str | None = None  # the extension holding the answered call
     answered_at: float | None = None
+    answer_estimated: bool = False  # answered in an AMI gap: the stored time may come later
 
     @property
     def announced(self) -> bool:
@@ -133,6 +137,8 @@ class Hub:
         self.dropped_slow = 0
         self.auth_failed = 0
         self.protocol_errors = 0
+        #: what strangers can make the hub log, a few lines a minute (counted in /metrics)
+        self.log_limit = LogLimit(REFUSALS)
 
     @property
     def clients(self) -> int:
@@ -233,6 +239,7 @@ class Hub:
             if who is None and call.direction == "outbound":
                 who = call.caller_number or None  # the far end answered the operator's call
             live.holder, live.answered_at = who, update.at
+            live.answer_estimated = "answered_at" in call.estimated
             live.ringing.clear()
             if who is not None:
                 live.shown.add(who)
@@ -255,6 +262,11 @@ class Hub:
                     self._card(live, update.extension),
                 ),
             )
+        elif isinstance(update, Changed):
+            # after a restart the tracker adopts what the previous run stored: a reload's
+            # welcome then shows the call's real answer time, not the resync's estimate
+            if live.answer_estimated and "answered_at" not in call.estimated:
+                live.answered_at, live.answer_estimated = call.answered_at, False
         elif isinstance(update, TooLong):
             talk_s, threshold_s = update.talk_s, update.threshold_s
             self._send(
@@ -454,7 +466,7 @@ class Hub:
         origin = ws.request.headers.get("Origin") if ws.request is not None else None
         host = ws.request.headers.get("Host") if ws.request is not None else None
         if origin is not None and not self._origin_allowed(origin, host):
-            log.warning("hub.origin_refused", origin=origin[:200], remote=remote)
+            self.log_limit.warning(log, "hub.origin_refused", origin=origin[:200], remote=remote)
             await ws.close(messages.ORIGIN_REFUSED, "origin not allowed")
             return
         sock = ws.transport.get_extra_info("socket")
@@ -527,10 +539,12 @@ class Hub:
     def _refuse(self, exc: CloseWith, remote: str | None) -> None:
         if exc.code == messages.PROTOCOL_ERROR:
             self.protocol_errors += 1
-            log.warning("hub.protocol_error", reason=exc.reason, remote=remote)
+            self.log_limit.warning(log, "hub.protocol_error", reason=exc.reason, remote=remote)
         else:
             self.auth_failed += exc.code == messages.BAD_TOKEN
-            log.warning("hub.auth_failed", code=exc.code, reason=exc.reason, remote=remote)
+            self.log_limit.warning(
+                log, "hub.auth_failed", code=exc.code, reason=exc.reason, remote=remote
+            )
 
     async def _write(self, client: _Client) -> None:
         ws, queue = client.ws, client.queue
