@@ -154,6 +154,11 @@ class _ServiceLevel:
 _COUNT = {"type": "integer", "minimum": 0}
 _SECONDS = {"type": ["number", "null"], "minimum": 0}
 _RATIO = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_WAIT_GUESSED = "whose wait is an estimate (CallRecord.estimated)"
+_LEFT_OUT = (
+    "calls whose times pbxlink had to estimate (a link or daemon outage), left out of the "
+    "figures those times decide (docs/metrics.md)"
+)
 
 
 FIGURES_SCHEMA = obj(
@@ -173,6 +178,33 @@ FIGURES_SCHEMA = obj(
         "asa_s": _SECONDS,
         "aht_s": _SECONDS,
         "longest_wait_s": _SECONDS,
+        "estimated_left_out": {
+            **obj(
+                {
+                    "answered": {
+                        **_COUNT,
+                        "description": f"answered calls {_WAIT_GUESSED}: not judged against "
+                        "the threshold; out of service_levels and asa_s",
+                    },
+                    "abandoned": {
+                        **_COUNT,
+                        "description": f"abandoned calls {_WAIT_GUESSED}: never short, not "
+                        "judged against the threshold; out of service_levels",
+                    },
+                    "unanswered_other": {
+                        **_COUNT,
+                        "description": f"other unanswered calls {_WAIT_GUESSED}",
+                    },
+                    "talk": {
+                        **_COUNT,
+                        "description": "answered calls whose talk time is an estimate: out "
+                        "of aht_s",
+                    },
+                }
+            ),
+            "description": f"{_LEFT_OUT}; answered, abandoned and unanswered_other are "
+            "left out of longest_wait_s too",
+        },
     }
 )
 EXTENSION_FIGURES_SCHEMA = obj(
@@ -188,6 +220,26 @@ EXTENSION_FIGURES_SCHEMA = obj(
         "asa_s": _SECONDS,
         "aht_s": _SECONDS,
         "longest_wait_s": _SECONDS,
+        "estimated_left_out": {
+            **obj(
+                {
+                    "answered": {
+                        **_COUNT,
+                        "description": f"calls it answered {_WAIT_GUESSED}: out of "
+                        "answered_within_threshold and asa_s",
+                    },
+                    "answered_elsewhere": _COUNT,
+                    "missed": _COUNT,
+                    "talk": {
+                        **_COUNT,
+                        "description": "calls it answered whose talk time is an estimate: "
+                        "out of aht_s",
+                    },
+                }
+            ),
+            "description": f"{_LEFT_OUT}; answered, answered_elsewhere and missed are "
+            "left out of longest_wait_s too",
+        },
     }
 )
 _GROUP_KEYS = obj(
@@ -249,7 +301,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                 query_param(
                     "from", "a date (its PBX-local start) or a date-time with offset", _INSTANT
                 ),
-                query_param("until", "exclusive, same forms as from; default: now", _INSTANT),
+                query_param("until", "exclusive, same forms as from, after from; default: now", _INSTANT),
                 query_param("group", "default day", {"enum": list(GROUPS), "default": "day"}),
                 query_param("queue", "only calls through this queue", {"type": "string"}),
                 query_param(
