@@ -182,7 +182,7 @@ _BOOL = {"type": "string", "enum": ["true", "false", "1", "0"]}
 FILTERS = [
     query_param("from", "a date (that day's start in the PBX time zone) or a date-time with "
                 "offset; inclusive", _INSTANT),
-    query_param("until", "same forms as from; exclusive", _INSTANT),
+    query_param("until", "same forms as from; exclusive; after from (else a 400)", _INSTANT),
     query_param("day", "one whole PBX-local day, YYYY-MM-DD (not with from/until)",
                 {"type": "string", "format": "date"}),
     query_param("direction", f"inbound, outbound, internal; {_CSV_LIST}", {"type": "string"}),

@@ -48,7 +48,7 @@ import structlog
 from aiohttp import web
 
 from pbxlink.clients import photos
-from pbxlink.clients.directory import MAX_ID, Directory
+from pbxlink.clients.directory import MAX_ID, MAX_LIMIT, Directory
 from pbxlink.clients.model import (
     Conflict,
     NotFound,
@@ -79,11 +79,14 @@ def add_routes(app: web.Application, directory: Directory) -> None:
 
 
 def _mapped(handler: Handler) -> Handler:
-    """The directory's errors as JSON 4xx naming the field; writes logged with who made them."""
+    """The directory's errors as JSON 4xx naming the field; writes logged with who made them.
+    A query parameter the route's OpenAPI operation does not list is a 400, as in the call
+    log API: a typo silently ignored would answer another question."""
 
     @functools.wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
         try:
+            _known_parameters_only(request)
             response = await handler(request)
         except PhotoTooLarge as exc:
             raise ApiError(413, "body_too_large", str(exc), field=exc.field) from None
@@ -108,6 +111,18 @@ def _mapped(handler: Handler) -> Handler:
     return wrapper
 
 
+def _known_parameters_only(request: web.Request) -> None:
+    path = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+    method = "get" if request.method == "HEAD" else request.method.lower()
+    operation = OPENAPI_PATHS.get(path, {}).get(method, {})
+    known = [p["name"] for p in operation.get("parameters", ()) if p["in"] == "query"]
+    for key in request.query:
+        if key not in known:
+            raise ValidationError(
+                key, f"unknown parameter (known: {', '.join(known) if known else 'none'})"
+            )
+
+
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.json_response(
         body, status=status, dumps=functools.partial(json.dumps, ensure_ascii=False)
@@ -126,18 +141,27 @@ def _path_id(request: web.Request, name: str = "id") -> int:
     return value
 
 
+def _one(request: web.Request, name: str) -> str | None:
+    """The query parameter `name` given once, or None; twice is a 400 (which one was meant?)."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise ValidationError(name, f"given {len(values)} times, expected once")
+    return values[0] if values else None
+
+
 def _query_int(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
+    raw = _one(request, name)
     if raw is None:
         return default
     if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
-        raise ValidationError(name, f"expected a whole number, got {raw!r}")
+        raise ValidationError(name, f"expected a whole number 1-{MAX_LIMIT}, got {raw!r}")
     return int(raw)
 
 
 def _query_bool(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw in (None, "", "all"):
+    """true/1, false/0, or all (the default): exactly the values documented."""
+    raw = _one(request, name)
+    if raw in (None, "all"):
         return None
     if raw in ("true", "1"):
         return True
@@ -161,7 +185,7 @@ def _only(body: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, .
 @routes.get("/api/clients")
 @_mapped
 async def search(request: web.Request) -> web.Response:
-    q = request.query.get("q", "")
+    q = _one(request, "q") or ""
     clients = await _directory(request).search(q, _query_int(request, "limit", 20))
     return _json({"clients": [c.to_dict() for c in clients]})
 
@@ -169,7 +193,7 @@ async def search(request: web.Request) -> web.Response:
 @routes.get("/api/clients/lookup")
 @_mapped
 async def lookup(request: web.Request) -> web.Response:
-    raw = request.query.get("number")
+    raw = _one(request, "number")
     if raw is None:
         raise ValidationError("number", "required")
     directory = _directory(request)
@@ -427,7 +451,14 @@ def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[st
 
 
 _ONE = json_body("the client", _CLIENT)
-_LIMIT = {"type": "integer", "minimum": 1}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+# what model.text accepts: any whitespace around, no control character within, 200 at most
+_STRIPPED = "[\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f ]*"
+_QUERY_TEXT = {
+    "type": "string",
+    "maxLength": 200,
+    "pattern": f"^{_STRIPPED}[^\\x00-\\x1f\\x7f]*{_STRIPPED}$",
+}
 _PHOTO = {"type": "string", "format": "binary"}
 _IMAGES = ("image/png", "image/jpeg", "image/webp")
 
@@ -438,7 +469,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             "Search by name, company or any form of a number; no q: latest changed",
             {"200": json_body("the clients", obj({"clients": {"type": "array", "items": _CLIENT}})),
              "400": _INVALID},
-            params=[_query("q", _TEXT), _query("limit", {**_LIMIT, "default": 20})],
+            params=[_query("q", _QUERY_TEXT), _query("limit", {**_LIMIT, "default": 20})],
         ),
         "post": _op(
             "createClient",
@@ -561,7 +592,7 @@ OPENAPI_PATHS: dict[str, Any] = {
         "put": _op(
             "putPhoto",
             "Set the photo: the raw image bytes (PNG, JPEG or WebP; the bytes decide)",
-            {"200": _ONE, "404": _NOT_FOUND,
+            {"200": _ONE, "400": error("an empty body (`field`: photo)"), "404": _NOT_FOUND,
              "413": error("larger than the photo limit"),
              "415": error("not a PNG, JPEG or WebP image")},
             params=_path("id"),

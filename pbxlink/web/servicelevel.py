@@ -301,7 +301,9 @@ OPENAPI_PATHS: dict[str, Any] = {
                 query_param(
                     "from", "a date (its PBX-local start) or a date-time with offset", _INSTANT
                 ),
-                query_param("until", "exclusive, same forms as from, after from; default: now", _INSTANT),
+                query_param(
+                    "until", "exclusive, same forms as from, after from; default: now", _INSTANT
+                ),
                 query_param("group", "default day", {"enum": list(GROUPS), "default": "day"}),
                 query_param("queue", "only calls through this queue", {"type": "string"}),
                 query_param(
