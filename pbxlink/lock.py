@@ -60,8 +60,14 @@ class DatabaseLock:
         The lock's folder is the database's: it is created here if missing (the store would
         create it a moment later anyway)."""
         path = lock_path(database)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:  # e.g. /var/lib/pbxlink from a user's shell
+            raise StartError(
+                f"[storage] state_dir: cannot use {path.parent} for the database: "
+                f"{exc.strerror} (run as the user that owns it, or set another state_dir)"
+            ) from None
         for attempt in range(ACQUIRE_TRIES):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -127,3 +127,16 @@ def test_commands_name_their_database_and_the_daemons(tmp_path: Path) -> None:
         ]
     check = pbxlink("check-config", str(service), **env)
     assert f"database: {service_db} (no pbxlink daemon is running on it)" in check.stdout
+
+
+def test_a_state_dir_the_daemon_cannot_use_is_one_line(tmp_path: Path) -> None:
+    """E.g. the example's /var/lib/pbxlink from a user's shell: not a traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = write_config(tmp_path / "p.toml", blocker / "state")
+    out = pbxlink("run", "--config", str(config))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert said(out.stderr) == [
+        f"pbxlink: [storage] state_dir: cannot use {blocker / 'state'} for the database: Not a "
+        "directory (run as the user that owns it, or set another state_dir)"
+    ]
