@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from pbxlink.ami.framing import AmiParser
+from pbxlink.calls.record import RECORD_FIELDS
 from pbxlink.calls.updates import CallEnded
 from pbxlink.replay import StreamDriver, finished_calls, replay
 from pbxlink.sim.eventfilter import EventFilter
@@ -87,3 +89,13 @@ def test_readme_eventfilter_keeps_every_record(name: str, traces_dir: Path) -> N
     filtered = readme.stream(data)
     assert len(filtered) < len(data) * 0.5 or len(data) < 30_000
     assert records_of(filtered, 64 * 1024) == records_of(data, 64 * 1024)
+
+
+def test_readme_table_lists_every_field_of_the_json_record() -> None:
+    """The README says the JSON record 'has exactly these fields': its table must keep up with
+    RECORD_FIELDS (offered_at was once added to the record and not to the table)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("The JSON record has exactly these fields:", 1)[1].split("\n## ", 1)[0]
+    first_cells = re.findall(r"^\| (.+?) \|", table, re.MULTILINE)
+    named = [name for cell in first_cells for name in re.findall(r"`(\w+)`", cell)]
+    assert named == list(RECORD_FIELDS)
