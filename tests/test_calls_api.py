@@ -32,7 +32,7 @@ from pbxlink.calllog import CallLogStore, export
 from pbxlink.calllog import query as q
 from pbxlink.calllog.params import MAX_VALUES, QueryError
 from pbxlink.calllog.rows import from_row
-from pbxlink.calls.record import CallRecord, iso_utc
+from pbxlink.calls.record import CallRecord, Estimated, iso_utc
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.config import Config, Operator, hash_token
@@ -75,6 +75,9 @@ class Seeded:
     category: str | None = None
     too_long: bool = False
     involved: set[str] = field(default_factory=set)
+
+
+GUESSES: tuple[list[Estimated], ...] = (["answered_at"], ["ended_at"], ["answered_at", "ended_at"])
 
 
 def random_calls(rng: random.Random, n: int, clients: dict[str, int]) -> list[Seeded]:
@@ -129,6 +132,9 @@ def random_calls(rng: random.Random, n: int, clients: dict[str, int]) -> list[Se
             recording=f"rec-{i}.wav" if answered and rng.random() < 0.5 else None,
             partial=rng.random() < 0.03,
         )
+        if record.partial:  # the times an outage may have left to guess; no draw of rng
+            guessed = GUESSES[i % len(GUESSES)]
+            record.estimated = guessed if answered else [t for t in guessed if t == "ended_at"]
         client_number = caller if direction == "inbound" else called
         parsed = NUMBERS.normalize(client_number) if direction != "internal" else None
         name = by_e164.get(parsed.e164) if parsed is not None and parsed.e164 else None
@@ -425,6 +431,7 @@ async def test_a_page_item_is_the_record_as_to_dict_has_it(log: Log) -> None:
         assert it["client_name"] == s.client_name
         assert it["client_category"] == s.category
         assert it["too_long"] is s.too_long
+    assert {"answered_at", "ended_at"} <= {t for it in page.items for t in it["estimated"]}
     sql = f"SELECT {q.ITEM_COLUMNS} FROM calls AS c LEFT JOIN clients AS cl ON cl.id = c.client_id"
     for row in await log.db.execute_fetchall(sql):
         record = from_row(tuple(row[: len(q.RECORD_FIELDS)])).to_dict()
@@ -754,7 +761,10 @@ async def test_csv_has_every_field_bom_on_request_and_defused_names(log: Log) ->
         assert cell["client_name"] == (it["client_name"] or "")
         assert cell["too_long"] == str(it["too_long"]).lower()
         assert cell["partial"] == str(it["partial"]).lower()
+        assert cell["estimated"] == " ".join(it["estimated"])
     assert "'=HYPERLINK(1)" in text and ",=HYPERLINK" not in text
+    guessed = {t for row in rows[1:] for t in row[export.CSV_COLUMNS.index("estimated")].split()}
+    assert guessed == {"answered_at", "ended_at"}  # the column is filled, space-separated
     assert "+995555123456" in text and "'+995555123456" not in text
 
 
