@@ -121,6 +121,7 @@ async def test_round_trip_of_every_field(store: CallLogStore) -> None:
         transferred_to=["201", "202"],
         recording="q-support-20251009-120000-1760000000.77.wav",
         partial=True,
+        estimated=["answered_at", "ended_at"],
     )
     sparse = CallRecord(
         call_id="1760000000.78",
@@ -160,6 +161,10 @@ async def test_round_trip_of_every_field(store: CallLogStore) -> None:
     # the lists are JSON, readable as stored (not \\u-escaped)
     assert raw(store.path, "SELECT caller_name, extensions_rung FROM calls WHERE partial = 1") == [
         ("ნინო ბერიძე", '["101","102","103"]')
+    ]
+    assert raw(store.path, "SELECT call_id, estimated FROM calls ORDER BY call_id") == [
+        (full.call_id, '["answered_at","ended_at"]'),
+        (sparse.call_id, "[]"),  # the default of a complete record: an empty list, never NULL
     ]
 
 
@@ -318,17 +323,22 @@ async def test_a_bad_record_is_skipped_and_logged_the_rest_of_its_batch_is_kept(
 ) -> None:
     store = await opened()
     store.submit(make(1))
-    store.submit(make(2, status="lost"))  # violates the CHECK
+    store.submit(make(2, status="lost", partial=True, estimated=["ended_at"]))  # the CHECK
     store.submit(make(3))
     store.submit(make(4, ended_at=None))  # a call still running: violates NOT NULL
     store.submit(make(5, caller_name=["not", "a", "string"]))  # refused before SQL
     store.submit(make(6))
+    store.submit(make(7, partial=True, estimated="ended_at"))  # not a list: refused before SQL
     with structlog.testing.capture_logs() as logs:
         await store.flush()
     bad = [e for e in logs if e["event"] == "calllog.bad_record"]
-    assert sorted(e["call_id"] for e in bad) == ["1760000000.2", "1760000000.4", "1760000000.5"]
+    assert sorted(e["call_id"] for e in bad) == [
+        "1760000000.2", "1760000000.4", "1760000000.5", "1760000000.7"
+    ]  # fmt: skip
     assert all(e["record"]["call_id"] == e["call_id"] for e in bad)  # the journal keeps them
-    assert (store.written, store.rejected, store.batches) == (3, 3, 1)
+    journal = {e["call_id"]: e["record"] for e in bad}
+    assert journal["1760000000.2"]["estimated"] == ["ended_at"]  # with what it had to guess
+    assert (store.written, store.rejected, store.batches) == (3, 4, 1)
     assert await store.count() == 3
     await store.close()
     ids = [r[0] for r in raw(db_path, "SELECT DISTINCT call_id FROM call_extensions ORDER BY 1")]
@@ -506,7 +516,8 @@ async def test_open_calls_survive_a_restart_until_their_final_record(
 ) -> None:
     """A call seen in progress is remembered across a restart; its final record forgets it."""
     store = await opened()
-    first, second = make(1, call_id="1.1"), make(2, call_id="2.2")
+    first = make(1, call_id="1.1", partial=True, estimated=["answered_at"])  # JSON lists kept
+    second = make(2, call_id="2.2")
     store.note_open(first, 100.0)
     store.note_open(second, 101.0)
     store.note_open(dataclasses.replace(second, answered_by="102"), 102.0)  # latest wins
