@@ -292,7 +292,9 @@ OPENAPI_PATHS: dict[str, Any] = {
             "description": (
                 "Supervisors and admins. Figures per PBX-local day or hour, per queue or per "
                 "extension, and the total; every figure is defined in docs/metrics.md. "
-                "No offered call: ratios and times are null and no_data is true."
+                "No offered call: ratios and times are null and no_data is true. Times "
+                "pbxlink had to estimate (a record's `estimated`) are left out of the "
+                "figures they would decide, and counted in estimated_left_out."
             ),
             "tags": ["metrics"],
             "security": BEARER,
