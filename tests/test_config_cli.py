@@ -89,8 +89,10 @@ def test_replay_json_has_exactly_the_record_fields(traces_dir: Path) -> None:
         "transferred_to",
         "recording",
         "partial",
+        "estimated",
     ]
     assert records[0]["started_at"] == "2026-11-23T22:17:28.919Z"
+    assert records[0]["estimated"] == []  # a list, empty: the whole call was seen
     assert match_multiset(TRUTH[name], records) == []
 
 
