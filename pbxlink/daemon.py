@@ -249,7 +249,8 @@ class Daemon:
                 notify("READY=1")
                 log.info("daemon.ready", ami=self.link.where, database=str(self.store.path))
         except* _Stop:
-            log.info("daemon.stopping")
+            # these are kept in open_calls (the store's close writes their last snapshots)
+            log.info("daemon.stopping", calls_in_progress=self.tracker.active_calls)
         except* AuthError as group:
             log.error("ami.login_refused", error=str(group.exceptions[0]))
             code = EXIT_AUTH

@@ -170,6 +170,11 @@ class CallLogStore:
         self._closed = True
         self._wake.set()  # lets a still-running run() return
         if self._writer is not None:
+            inflight = self._inflight
+            if inflight is not None and not inflight.done():
+                # run()'s batch took the open-call snapshots out of _open: only once it has
+                # landed (or put them back) does _pending say whether anything is left
+                await asyncio.wait([inflight])
             while self._pending:
                 if not await self._write_batch():
                     break
@@ -293,15 +298,19 @@ class CallLogStore:
                     handled = await self._transaction(
                         rows, snapshots, late, accesses, one_by_one=True, bad=bad
                     )
-            except sqlite3.Error as exc:  # locked too long, disk full, I/O: keep all, retry
+            except BaseException as exc:  # locked too long, disk full, I/O; or cancelled
+                ended = {record.call_id for record in self._queue}  # since: no longer open
+                for cid, snapshot in opened.items():  # keep them, unless a newer one came
+                    if cid not in ended:
+                        self._open.setdefault(cid, snapshot)
+                self._late_clients[:0] = late
+                self._accesses[:0] = accesses
+                if not isinstance(exc, sqlite3.Error):
+                    raise
                 log.error(
                     "calllog.write_failed", path=str(self.path), error=str(exc), queued=len(batch)
                 )
-                for cid, snapshot in opened.items():  # keep them, unless a newer one came
-                    self._open.setdefault(cid, snapshot)
-                self._late_clients[:0] = late
-                self._accesses[:0] = accesses
-                return False
+                return False  # the records stay queued: retried
             for _ in batch:
                 self._client_ids.pop(self._queue.popleft().call_id, None)
             self.batches += 1
@@ -336,8 +345,8 @@ class CallLogStore:
         """
         assert self._writer is not None
         db = self._writer
-        await db.execute("BEGIN IMMEDIATE")
         try:
+            await db.execute("BEGIN IMMEDIATE")  # in the try: a cancelled BEGIN is rolled back
             await db.executemany(_UPSERT_OPEN, snapshots)
             await db.executemany(_DELETE_OPEN, [(record.call_id,) for record, _ in rows])
             clients = [
@@ -420,8 +429,8 @@ class CallLogStore:
             if self._writer is None:
                 raise RuntimeError(f"{self.path}: the call log is not open")
             db = self._writer
-            await db.execute("BEGIN IMMEDIATE")
             try:
+                await db.execute("BEGIN IMMEDIATE")
                 found = await db.execute_fetchall(
                     f"SELECT recording FROM calls {where} AND recording IS NOT NULL", params
                 )

@@ -177,8 +177,11 @@ class Directory:
             if db is None:
                 raise RuntimeError(f"{self.path}: the client directory is not open")
             self._invalidate()
-            await db.execute("BEGIN IMMEDIATE")
             try:
+                # inside the try: a task cancelled while BEGIN waits for the write lock (a
+                # lookup at shutdown) must still queue the ROLLBACK. aiosqlite runs the BEGIN
+                # anyway, and without it the lock stayed held and the call log could not write
+                await db.execute("BEGIN IMMEDIATE")
                 yield db
                 await db.execute("COMMIT")
                 for listener in () if quiet else self.listeners:
