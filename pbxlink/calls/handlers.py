@@ -261,11 +261,11 @@ def _phone_behind(t: CallTracker, uniqueid: str) -> str | None:
 def on_cdr(t: CallTracker, msg: Message, at: float) -> None:
     """An answer that happened while the link was down survives in a `Cdr` (sent as a channel
     of the call hangs up). Only a CDR whose destination is a phone and whose `AnswerTime` is
-    later than its `StartTime` and than the dialing of that phone dates the phone's answer: a caller already answered by an IVR
-    or a queue has every later CDR answered at its start (trace 06), and a queue with Local
-    members dates the phone's answer only on the Local `;2` -> phone CDR (F02); and none
-    dates an answer before its destination was dialed (an Originate's CDR is answered when
-    the operator's phone picks up, trace 17)."""
+    later than its `StartTime` and than the dialing of that phone dates the phone's answer:
+    a caller already answered by an IVR or a queue has every later CDR answered at its start
+    (trace 06), a queue with Local members dates the phone's answer only on the Local `;2`
+    -> phone CDR (F02), and an Originate's CDR is answered when the operator's phone picks
+    up, before the customer is dialed (trace 17)."""
     call = t.call_of(msg.get("UniqueID"))
     if call is None or not call.partial or msg.get("Disposition") != "ANSWERED":
         return
