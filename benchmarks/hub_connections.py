@@ -24,8 +24,9 @@ import structlog
 from websockets.asyncio.client import connect
 
 from pbxlink.calls import CallRecord, Ringing
-from pbxlink.config import Config, HubConfig, Operator, hash_token
+from pbxlink.config import Config, HubConfig
 from pbxlink.hub import Hub
+from pbxlink.operators import Operator, hash_token
 
 from machine import cpu_model, git_commit
 

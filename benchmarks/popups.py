@@ -55,7 +55,7 @@ import structlog
 from daemon import SECRET, USER, daemon_config
 from popups_clients import Recorder, WsClient, connect
 
-from pbxlink.config import hash_token
+from pbxlink.operators import hash_token
 from pbxlink.sim.server import AmiSimulator
 
 from machine import (

@@ -24,8 +24,9 @@ from pbxlink.calls.updates import (
     Ringing,
     Transferred,
 )
-from pbxlink.config import Config, ConfigError, hash_token, load, parse
+from pbxlink.config import Config, ConfigError, load, parse
 from pbxlink.logs import setup_logging
+from pbxlink.operators import hash_token
 from pbxlink.replay import ReplayStats, finished_calls, first_timestamp, read_chunks, replay
 from pbxlink.sim import scenarios
 

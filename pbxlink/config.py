@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import hmac
 import os
 import re
@@ -31,10 +30,7 @@ from typing import Any, Literal
 
 from pbxlink.calls.rules import ChannelRules
 from pbxlink.calls.tracker import TrackerConfig
-
-Role = Literal["operator", "supervisor", "admin"]
-ROLES: tuple[Role, ...] = ("operator", "supervisor", "admin")
-TOKEN_PREFIX = "sha256:"
+from pbxlink.operators.model import ROLES, TOKEN_PREFIX, Operator, hash_token
 
 
 class ConfigError(ValueError):
@@ -289,17 +285,6 @@ class ClientsConfig:
 
 
 @dataclass(slots=True)
-class Operator:
-    name: str
-    extensions: tuple[str, ...]
-    role: Role
-    token_hash: str = field(repr=False)
-
-    def token_matches(self, token: str) -> bool:
-        return hmac.compare_digest(self.token_hash, hash_token(token))
-
-
-@dataclass(slots=True)
 class Config:
     path: Path | None = None
     company: str = "pbxlink"
@@ -331,11 +316,6 @@ def default_state_dir() -> Path:
         return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg) / "pbxlink"
-
-
-def hash_token(token: str) -> str:
-    """Tokens are 256 random bits, so one SHA-256 is enough: nothing to brute-force."""
-    return TOKEN_PREFIX + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 SECTIONS: dict[str, dict[str, Check]] = {

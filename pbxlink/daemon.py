@@ -33,10 +33,11 @@ from pbxlink.calls.toolong import TooLongWatch
 from pbxlink.clients.card import CallCard, client_number, no_lookup
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.sources import LookupChain
-from pbxlink.config import Config, ConfigError, Operator, hash_token
+from pbxlink.config import Config, ConfigError
 from pbxlink.config import load as load_config
 from pbxlink.hub import Hub
 from pbxlink.lock import DatabaseLock
+from pbxlink.operators import Operator, hash_token
 from pbxlink.sim.server import AmiSimulator
 from pbxlink.startup import StartError, listen_error
 from pbxlink.systemd import notify

@@ -20,8 +20,9 @@ from typing import Any
 
 import aiohttp
 
-from pbxlink.config import Config, hash_token, parse
+from pbxlink.config import Config, parse
 from pbxlink.daemon import Daemon
+from pbxlink.operators import hash_token
 from pbxlink.sim.scenario import load_scenarios
 from pbxlink.sim.server import AmiSimulator
 

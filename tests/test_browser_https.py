@@ -35,8 +35,9 @@ from browser_harness import (
 from playwright.async_api import Browser, async_playwright
 from playwright.async_api import expect as pw_expect
 
-from pbxlink.config import hash_token, parse
+from pbxlink.config import parse
 from pbxlink.daemon import Daemon
+from pbxlink.operators import hash_token
 from pbxlink.sim.scenario import load_scenarios
 from pbxlink.sim.server import AmiSimulator
 

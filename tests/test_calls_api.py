@@ -35,7 +35,8 @@ from pbxlink.calllog.rows import from_row
 from pbxlink.calls.record import CallRecord, Estimated, iso_utc
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
-from pbxlink.config import Config, Operator, hash_token
+from pbxlink.config import Config
+from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
 
 from conftest import FakeStatus, session_to

@@ -17,7 +17,8 @@ from pbxlink.calllog.rows import COLUMNS, PLACEHOLDERS, extension_rows, to_row
 from pbxlink.calls.record import CallRecord
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
-from pbxlink.config import Config, Operator, hash_token
+from pbxlink.config import Config
+from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
 from pbxlink.web.auth import route_access
 

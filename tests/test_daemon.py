@@ -489,7 +489,8 @@ def test_the_demo_gets_a_supervisor_only_without_operators_and_only_with_the_sim
 async def test_sighup_reloads_the_operators_without_a_restart(tmp_path: Path) -> None:
     """`systemctl reload pbxlink`: a removed operator's token stops working at once; a
     broken file changes nothing."""
-    from pbxlink.config import hash_token, load
+    from pbxlink.config import load
+    from pbxlink.operators import hash_token
 
     tokens = {"A": "token-of-a-" + "a" * 32, "B": "token-of-b-" + "b" * 32}
 

@@ -39,10 +39,11 @@ from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import Client, Order
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.clients.sources import CardFields
-from pbxlink.config import Config, HubConfig, Operator, hash_token, parse
+from pbxlink.config import Config, HubConfig, parse
 from pbxlink.hub import Hub
 from pbxlink.hub.card import card_dict, operator_names
 from pbxlink.hub.web import add_routes
+from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
 
 from conftest import FakeStatus, served

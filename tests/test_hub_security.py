@@ -40,9 +40,10 @@ from websockets.exceptions import ConnectionClosed, InvalidMessage
 
 from pbxlink.calls import Ringing
 from pbxlink.clients.card import CallCard
-from pbxlink.config import ConfigError, Operator
+from pbxlink.config import ConfigError
 from pbxlink.hub import Hub
 from pbxlink.loglimit import RATE
+from pbxlink.operators import Operator
 from pbxlink.web import Metrics
 
 UNKNOWN = {"type": "hello", "v": 1, "token": "not-anybodys-token-xxxxxxxxxxxxxxxxxx"}

@@ -28,8 +28,9 @@ from pbxlink.calls import (
     Ringing,
     Transferred,
 )
-from pbxlink.config import Config, HubConfig, Operator, hash_token
+from pbxlink.config import Config, HubConfig
 from pbxlink.hub import Hub
+from pbxlink.operators import Operator, hash_token
 from pbxlink.replay import read_chunks, replay
 
 from conftest import TRACE_NAMES, TRACES, lab_tracker, need

@@ -15,7 +15,8 @@ import structlog
 from pbxlink.calllog import CallLogStore
 from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
 from pbxlink.calls.record import CallRecord
-from pbxlink.config import Config, Operator, hash_token
+from pbxlink.config import Config
+from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
 from pbxlink.web.recordings import OPENAPI_PATHS, PATH
 

@@ -22,7 +22,8 @@ from pbxlink.calllog import CallLogStore
 from pbxlink.calllog import servicelevel as sl
 from pbxlink.calls.record import CallRecord
 from pbxlink.calls.tracker import TrackerConfig
-from pbxlink.config import Config, Operator, Thresholds, hash_token
+from pbxlink.config import Config, Thresholds
+from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
 from pbxlink.web.auth import route_access
 from pbxlink.web.servicelevel import OPENAPI_PATHS, PATH, REPORT_SCHEMA, add_routes

@@ -18,8 +18,9 @@ import structlog
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from pbxlink.config import Config, Operator, hash_token
+from pbxlink.config import Config
 from pbxlink.loglimit import RATE, LogLimit
+from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, WebServer, make_app, read_object, requires, serve
 from pbxlink.web.auth import route_access
 

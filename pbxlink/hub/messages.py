@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from pbxlink.calls.record import CallRecord, iso_utc
-from pbxlink.config import Operator
+from pbxlink.operators import Operator
 
 VERSION = 1
 MAX_TOKEN_CHARS = 512

@@ -39,12 +39,13 @@ from pbxlink.calls import (
 )
 from pbxlink.clients.card import CallCard, client_number
 from pbxlink.clients.directory import Directory
-from pbxlink.config import Config, ConfigError, Operator, hash_token
+from pbxlink.config import Config, ConfigError
 from pbxlink.hub import messages
 from pbxlink.hub.card import card_dict, operator_names
 from pbxlink.hub.messages import CloseWith, Message
 from pbxlink.hub.origin import same_host
 from pbxlink.loglimit import LogLimit
+from pbxlink.operators import Operator, hash_token
 from pbxlink.tls import TlsFilesError, server_context
 
 log = structlog.get_logger("pbxlink.hub")

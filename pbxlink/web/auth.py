@@ -21,8 +21,9 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from pbxlink.config import ROLES, Config, Operator, Role
+from pbxlink.config import Config
 from pbxlink.loglimit import LogLimit
+from pbxlink.operators import ROLES, Operator, Role
 from pbxlink.web.errors import ApiError
 
 log = structlog.get_logger("pbxlink.web")
