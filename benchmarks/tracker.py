@@ -75,8 +75,9 @@ REWRITE = re.compile(
 SEQ_STRIDE = 1_000_000  # Uniqueid sequence numbers of copy k are moved up by k * this
 CHAN_STRIDE = 0x100000  # channel name counters (`PJSIP/101-0000001a`) by k * this
 CDR_TIME = "%Y-%m-%d %H:%M:%S"
-#: record fields that renumbering changes on purpose, left out of the comparison
-REWRITTEN = ("call_id", "started_at", "answered_at", "ended_at", "recording")
+#: record fields that renumbering changes on purpose, left out of the comparison: the ids, the
+#: file name and every time (`*_at`: found by name, so a time field added later is not missed)
+REWRITTEN = ("call_id", "recording", *(k for k in RECORD_FIELDS if k.endswith("_at")))
 #: float fields, compared rounded: times go through a shift and back to text
 ROUNDED = ("wait_s", "talk_s")
 COMPARED = tuple(k for k in RECORD_FIELDS if k not in REWRITTEN + ROUNDED)
