@@ -31,7 +31,8 @@ consumer's core during the window (`other%`) and measures a failed rate again wh
 was large.
 
 Run: `python benchmarks/daemon.py [--rates 50,100,...] [--duration S]`; docs/benchmarks.md has
-results. Linux only (/proc, `ss`, CPU affinity).
+results. Linux only (/proc, `ss`, CPU affinity). `--smoke` (CI) measures each consumer once at
+20 calls/s: it proves the script works, and fails only on what is wrong at any speed.
 """
 
 from __future__ import annotations
@@ -444,6 +445,13 @@ class Result:
     rows: int | None = None  # daemon: rows in the call log after it stopped
     ended_total: int | None = None  # daemon: pbxlink_calls_ended_total at the end
     problems: list[str] = field(default_factory=list)
+    #: of the problems, those that are wrong at any speed (a crash, an exit code, ended calls
+    #: missing from the log): `--smoke` fails on these and judges nothing else
+    broken: list[str] = field(default_factory=list)
+
+    def wrong(self, problem: str) -> None:
+        self.problems.append(problem)
+        self.broken.append(problem)
 
     @property
     def ok(self) -> bool:
@@ -495,6 +503,8 @@ class Harness:
         work: on a shared machine a test suite would take the consumer's core and turn its
         figures into nonsense.
         """
+        if self.args.quiet_wait <= 0:  # --smoke, or asked not to
+            return
         cores = [c for c in (self.sim_cpu, self.consumer_cpu) if c is not None] or [None]
         start = time.monotonic()
         while True:
@@ -526,7 +536,9 @@ class Harness:
         web_port = free_port()
         if consumer == "daemon":
             config = run_dir / "pbxlink.toml"
-            config.write_text(daemon_config(run_dir / "state", self.sim_port, web_port))
+            # the popup hub on a port of its own: 8081, its default, may be taken (a demo)
+            hub = '\n[hub]\nhost = "127.0.0.1"\nport = 0\n'
+            config.write_text(daemon_config(run_dir / "state", self.sim_port, web_port) + hub)
             argv = [sys.executable, "-m", "pbxlink", "run", "--config", str(config)]
             if self.args.profile is not None:
                 out = self.args.profile / f"daemon-{stream}-{rate}.prof"
@@ -556,10 +568,10 @@ class Harness:
             db = run_dir / "state" / "pbxlink.sqlite3"
             with contextlib.closing(sqlite3.connect(db)) as conn:
                 result.rows = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
-            if code != 0:
-                result.problems.append(f"daemon exited {code}")
             if result.ended_total is not None and result.rows < result.ended_total:
-                result.problems.append(f"{result.rows} rows for {result.ended_total} calls ended")
+                result.wrong(f"{result.rows} rows for {result.ended_total} calls ended")
+        if code != 0:
+            result.wrong(f"{consumer} exited {code}")
         return result
 
     def _wait_up(self, child: Child, consumer: str, web_port: int) -> None:
@@ -881,6 +893,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CI: each consumer once at 20 calls/s on the filtered stream, 1 s; fails only on "
+        "what is wrong at any speed (an exit code, ended calls missing from the log)",
+    )
+    ap.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -895,6 +913,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sim_main(args)
     if args.role == "panoramisk":
         return panoramisk_main(args)
+    if args.smoke:  # every part of the script once, on a small stream; no timing judged
+        args.rates, args.streams, args.duration, args.samples = "20", "filtered", 1.0, 2
+        args.speed, args.warmup, args.quiet_wait, args.retries = 100.0, 0.2, 0.0, 0
     rates = [int(r) for r in args.rates.split(",")]
     streams = [s for s in args.streams.split(",") if s]
     consumers = [c for c in args.consumers.split(",") if c]
@@ -928,7 +949,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             try:
                                 result = harness.measure(stream, consumer, rate)
                             except RuntimeError as exc:
-                                result = Result(stream, consumer, rate, problems=[str(exc)])
+                                result = Result(stream, consumer, rate)
+                                result.wrong(str(exc))
                             again = attempt < args.retries and result.disturbed and not result.ok
                             table_row(result, again=again)
                             if not again:
@@ -946,6 +968,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             shutil.rmtree(tmp, ignore_errors=True)
     summary(results, streams, consumers, infos)
+    if args.smoke:
+        wrong = [f"{r.stream} {r.consumer} {r.rate}: {p}" for r in results for p in r.broken]
+        wrong += [
+            f"{r.stream} daemon {r.rate}: no call counted as ended"
+            for r in results
+            if r.consumer == "daemon" and not r.ended_total
+        ]
+        for line in wrong:
+            print(f"SMOKE FAILED: {line}")
+        return 1 if wrong or not results else 0
     return 0
 
 

@@ -12,6 +12,7 @@ The stream is held in memory and cut into 64 KiB chunks (one socket read each) b
 clock starts: the timed loop is parsing (and, for pbxlink, tracking) and nothing else.
 
 Run: `python benchmarks/tracker.py [--copies N] [--repeat R]`; docs/benchmarks.md has results.
+`--smoke` (CI) runs every variant and check once on two copies: it proves the script works.
 """
 
 from __future__ import annotations
@@ -422,7 +423,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="GLOB",
         help="which traces, relative to --traces-dir (default: all of them)",
     )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CI: 2 copies, one run each; every check, no timing judged",
+    )
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.copies, args.repeat = 2, 1
     if args.copies < 1 or args.repeat < 1 or args.copies * CHAN_STRIDE > 0xFFFFFFFF:
         ap.error("--copies and --repeat must be at least 1, --copies below 4096")
     if not args.traces_dir.is_dir():
