@@ -2,35 +2,44 @@
 
 Each handler reads the fields it needs with `.get` (a garbled event lacks some) and changes
 the tracker's state through its helpers, which emit the updates. An event about a channel the
-tracker does not know (already hung up, or from before a gap) is ignored.
+tracker does not know (already hung up, or from before a gap) is ignored. An event is a
+`Mapping[str, str]` of its headers. The tracker imports this table; the handlers know the
+tracker's type only for checking, so neither module waits for the other to load.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from pbxlink.calls.rules import ChannelRules, Kind, local_pair_key
 from pbxlink.calls.state import Channel, Leg, clean_cid
-from pbxlink.calls.tracker import DIAL_OUTCOME
 from pbxlink.calls.updates import RingOutcome, Transferred
 
 if TYPE_CHECKING:
-    from pbxlink.ami.framing import Message
     from pbxlink.calls.tracker import CallTracker
 
-Handler = Callable[["CallTracker", "Message", float], None]
+Handler = Callable[["CallTracker", Mapping[str, str], float], None]
 
+#: a DialEnd's DialStatus; anything else is a failure
+DIAL_OUTCOME: dict[str, RingOutcome] = {
+    "ANSWER": "answered",
+    "BUSY": "busy",
+    "NOANSWER": "no_answer",
+    "CANCEL": "cancelled",
+    "CONGESTION": "failed",
+    "CHANUNAVAIL": "failed",
+}
 #: bridges that hold several unrelated calls: a conference or a parking lot joins no calls
 NON_MIXING = ("softmix", "holding_bridge")
 
 
-def on_newchannel(t: CallTracker, msg: Message, at: float) -> None:
+def on_newchannel(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     t.add_channel(msg, at, at)
 
 
-def on_newcallerid(t: CallTracker, msg: Message, at: float) -> None:
+def on_newcallerid(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is None or channel is not channel.call.caller or channel.kind is not Kind.TRUNK:
         return  # a phone's caller ID is rewritten for outbound calls: keep the first one
@@ -43,7 +52,7 @@ def on_newcallerid(t: CallTracker, msg: Message, at: float) -> None:
         t.changed(channel.call, at)
 
 
-def on_dial_begin(t: CallTracker, msg: Message, at: float) -> None:
+def on_dial_begin(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     dest = t.channels.get(msg.get("DestUniqueid", ""))
     if dest is None:
         return
@@ -53,7 +62,7 @@ def on_dial_begin(t: CallTracker, msg: Message, at: float) -> None:
     t.begin_leg(dialer, dest, msg.get("DialString", ""), at, originate=originate)
 
 
-def on_dial_end(t: CallTracker, msg: Message, at: float) -> None:
+def on_dial_end(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     dest = t.channels.get(msg.get("DestUniqueid", ""))
     if dest is None:
         return
@@ -81,7 +90,7 @@ def _hint_local_pair(t: CallTracker, half: Channel, outcome: RingOutcome) -> Non
             leg.hint = outcome
 
 
-def on_agent_ring_no_answer(t: CallTracker, msg: Message, at: float) -> None:
+def on_agent_ring_no_answer(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     """The queue's member timeout expired (RingTime is in milliseconds): a real no-answer."""
     dest = t.channels.get(msg.get("DestUniqueid", ""))
     if dest is None:
@@ -93,7 +102,7 @@ def on_agent_ring_no_answer(t: CallTracker, msg: Message, at: float) -> None:
         _hint_local_pair(t, dest, "no_answer")
 
 
-def on_hangup_request(t: CallTracker, msg: Message, at: float) -> None:
+def on_hangup_request(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     """The far end of `Channel` hung up. For the caller, before an answer: who was waiting?"""
     channel = t.touch(msg, at)
     if channel is None:
@@ -107,7 +116,7 @@ def on_hangup_request(t: CallTracker, msg: Message, at: float) -> None:
             t.changed(call, at)
 
 
-def on_hangup(t: CallTracker, msg: Message, at: float) -> None:
+def on_hangup(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     channel = t.channels.get(msg.get("Uniqueid", ""))
     if channel is None:
         return
@@ -135,7 +144,7 @@ def _cause_outcome(cause: int | None) -> RingOutcome:
     return "failed"
 
 
-def on_bridge_enter(t: CallTracker, msg: Message, at: float) -> None:
+def on_bridge_enter(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     bridge = msg.get("BridgeUniqueid")
     if channel is None or not bridge:
@@ -146,13 +155,13 @@ def on_bridge_enter(t: CallTracker, msg: Message, at: float) -> None:
     t.answer_by_bridge(channel.call, at)
 
 
-def on_bridge_leave(t: CallTracker, msg: Message, at: float) -> None:
+def on_bridge_leave(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is not None and channel.bridge == msg.get("BridgeUniqueid"):
         t.leave_bridge(channel)
 
 
-def on_varset(t: CallTracker, msg: Message, at: float) -> None:
+def on_varset(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is None:
         return
@@ -166,7 +175,7 @@ def on_varset(t: CallTracker, msg: Message, at: float) -> None:
         t.changed(call, at)
 
 
-def on_newexten(t: CallTracker, msg: Message, at: float) -> None:
+def on_newexten(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is None:
         return
@@ -177,7 +186,7 @@ def on_newexten(t: CallTracker, msg: Message, at: float) -> None:
         t.changed(call, at)
 
 
-def on_dtmf_end(t: CallTracker, msg: Message, at: float) -> None:
+def on_dtmf_end(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is None or msg.get("Direction") != "Received":
         return
@@ -188,7 +197,7 @@ def on_dtmf_end(t: CallTracker, msg: Message, at: float) -> None:
         t.changed(call, at)
 
 
-def on_queue_join(t: CallTracker, msg: Message, at: float) -> None:
+def on_queue_join(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is not None:
         call = channel.call
@@ -198,20 +207,20 @@ def on_queue_join(t: CallTracker, msg: Message, at: float) -> None:
         t.changed(call, at)
 
 
-def on_queue_leave(t: CallTracker, msg: Message, at: float) -> None:
+def on_queue_leave(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is not None:
         channel.call.in_queue = False
 
 
-def on_queue_abandon(t: CallTracker, msg: Message, at: float) -> None:
+def on_queue_abandon(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is not None and channel.call.answered_at is None:
         channel.call.caller_gave_up = True
         t.changed(channel.call, at)
 
 
-def on_blind_transfer(t: CallTracker, msg: Message, at: float) -> None:
+def on_blind_transfer(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     if msg.get("Result") != "Success":
         return
     call = t.call_of(msg.get("TransfereeUniqueid")) or t.call_of(msg.get("TransfererUniqueid"))
@@ -223,7 +232,7 @@ def on_blind_transfer(t: CallTracker, msg: Message, at: float) -> None:
     t.emit(Transferred(at, call.record(at), target, "blind"))
 
 
-def on_attended_transfer(t: CallTracker, msg: Message, at: float) -> None:
+def on_attended_transfer(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     if msg.get("Result") != "Success":
         return
     first = t.call_of(msg.get("OrigTransfererUniqueid")) or t.call_of(msg.get("TransfereeUniqueid"))
@@ -258,7 +267,7 @@ def _phone_behind(t: CallTracker, uniqueid: str) -> str | None:
     return None
 
 
-def on_cdr(t: CallTracker, msg: Message, at: float) -> None:
+def on_cdr(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     """An answer that happened while the link was down survives in a `Cdr` (sent as a channel
     of the call hangs up). Only a CDR whose destination is a phone and whose `AnswerTime` is
     later than its `StartTime` and than the dialing of that phone dates the phone's answer:
@@ -305,7 +314,7 @@ def _pbx_time(text: str, tz: dt.tzinfo) -> float | None:
         return None
 
 
-def on_core_show_channel(t: CallTracker, msg: Message, at: float) -> None:
+def on_core_show_channel(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     """One live channel listed after a (re)login: what the gap hid from us. The list is
     complete only at CoreShowChannelsComplete, so legs and answers are worked out there."""
     uid = msg.get("Uniqueid", "")
@@ -352,7 +361,7 @@ def _duration(text: str) -> float:
     return float(h * 3600 + m * 60 + s)
 
 
-def on_core_show_complete(t: CallTracker, msg: Message, at: float) -> None:
+def on_core_show_complete(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     t.resync_done(at)
 
 

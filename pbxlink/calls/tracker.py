@@ -12,7 +12,9 @@ Inputs
                           if it booted at another moment: every call ends as partial. Otherwise
                           the CoreShowChannel list fed next says which channels survived.
 
-Per-event handlers live in `pbxlink.calls.handlers`, in one dispatch table.
+Per-event handlers live in `pbxlink.calls.handlers`, in one dispatch table. An event is any
+`Mapping[str, str]` of its headers (the AMI framing's `Message` is a dict): the tracker knows
+nothing of where events come from, so it imports nothing of `pbxlink.ami`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pbxlink.ami.framing import Message
+from pbxlink.calls.handlers import HANDLERS, subscription
 from pbxlink.calls.record import CallRecord, Status
 from pbxlink.calls.rules import ChannelRules, Kind, dialed_number
 from pbxlink.calls.state import Call, Channel, Leg, clean_cid
@@ -45,15 +47,6 @@ MAX_TRUNKS = 10_000
 #: ended channels and calls remembered so that a late or duplicated event cannot revive them
 REMEMBER_ENDED = 20_000
 
-DIAL_OUTCOME: dict[str, RingOutcome] = {
-    "ANSWER": "answered",
-    "BUSY": "busy",
-    "NOANSWER": "no_answer",
-    "CANCEL": "cancelled",
-    "CONGESTION": "failed",
-    "CHANUNAVAIL": "failed",
-}
-
 
 @dataclass(slots=True)
 class TrackerConfig:
@@ -66,8 +59,6 @@ class TrackerConfig:
 
 class CallTracker:
     def __init__(self, config: TrackerConfig | None = None) -> None:
-        from pbxlink.calls.handlers import HANDLERS, subscription
-
         self.config = config or TrackerConfig()
         self.rules = self.config.rules
         self._handlers = HANDLERS
@@ -91,7 +82,7 @@ class CallTracker:
         """The events (and VarSet variables) the tracker reads, for `AmiParser`."""
         return dict(self._subscription)
 
-    def feed(self, message: Message, at: float) -> list[CallUpdate]:
+    def feed(self, message: Mapping[str, str], at: float) -> list[CallUpdate]:
         handler = self._handlers.get(message.get("Event", ""))
         if handler is not None:
             handler(self, message, at)
@@ -154,7 +145,7 @@ class CallTracker:
         channel = self.channels.get(uniqueid)
         return channel.call if channel is not None else None
 
-    def add_channel(self, msg: Message, at: float, created_at: float) -> Channel | None:
+    def add_channel(self, msg: Mapping[str, str], at: float, created_at: float) -> Channel | None:
         """A new channel joins the call its Linkedid names, or starts a new one."""
         uid = msg.get("Uniqueid")
         name = msg.get("Channel")
@@ -201,7 +192,7 @@ class CallTracker:
             self.emit(CallStarted(at, call.record(at)))
         return channel
 
-    def touch(self, msg: Message, at: float) -> Channel | None:
+    def touch(self, msg: Mapping[str, str], at: float) -> Channel | None:
         """The known channel an event is about, with its call marked alive at `at`."""
         channel = self.channels.get(msg.get("Uniqueid", ""))
         if channel is not None:
