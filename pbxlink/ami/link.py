@@ -4,7 +4,14 @@ panoramisk connects, logs in and dispatches; everything else a daemon needs is h
 - a refused login is an `AuthError` naming host, port and user (at start-up the daemon exits
   non-zero with it; after the link has once been up it is retried with backoff);
 - reconnects back off exponentially with jitter, capped, and are logged once per state
-  change, not once per attempt;
+  change, not once per attempt (at start-up too: `ami.connecting`, then one
+  `ami.connect_failed` however many attempts fail, then `ami.connected`);
+- a lost link says who ended it: Asterisk (it closed the socket), the network (a reset), or
+  pbxlink itself (no Pong in time; an error while reading the stream). Only the first is
+  logged as "closed by Asterisk";
+- an Asterisk restart is logged as such (`ami.asterisk_restarted`): FullyBooted's Uptime puts
+  the boot at another moment, by the tracker's own rule (`BOOT_TOLERANCE_S`), which ends the
+  calls in progress as partial;
 - a Ping every `ping_interval_s` must be answered within `ping_timeout_s`, else the peer is
   dead (a half-open socket) and the link is closed and made again;
 - after every login, `FullyBooted` goes to `on_up(at, uptime)` and a `CoreShowChannels` list
@@ -31,6 +38,8 @@ from panoramisk import Manager
 
 from pbxlink.ami.framing import Message, Subscription
 from pbxlink.ami.protocol import FramedAMIProtocol
+from pbxlink.calls.record import iso_utc
+from pbxlink.calls.tracker import BOOT_TOLERANCE_S
 from pbxlink.config import AmiConfig
 
 log = structlog.get_logger("pbxlink.ami")
@@ -94,7 +103,11 @@ class AmiLink:
         self.events = 0
         self._ever_up = False
         self._session_up = False
+        #: when the Asterisk we talk to booted (FullyBooted's moment less its Uptime)
+        self.booted_at: float | None = None
         self._lost: asyncio.Future[None] | None = None
+        self._lost_why = ""  # what ended the session's connection, once it ended
+        self._closing = False  # pbxlink is closing the connection itself
         self._manager: _Manager | None = None
         self._ids = itertools.count(1)
 
@@ -106,20 +119,20 @@ class AmiLink:
     async def run(self) -> None:
         """Keep a session up until cancelled. Raises AuthError if the very first login fails."""
         attempt = 0
+        if not self._ever_up:
+            self._set_state(LinkState.CONNECTING)  # once: a failed attempt makes it DOWN
         while True:
-            if not self._ever_up and self.state is LinkState.DOWN:
-                self._set_state(LinkState.CONNECTING)
             try:
                 await self._session()
-                attempt = 0  # the session was up; the next failure starts the backoff again
             except AuthError as exc:
-                if not self._ever_up:
-                    self._set_state(LinkState.AUTH_FAILED, error=str(exc))
-                    raise
                 self._set_state(LinkState.AUTH_FAILED, error=str(exc))
+                if not self._ever_up:
+                    raise
             except (OSError, LinkLost, TimeoutError) as exc:
                 self._set_state(LinkState.DOWN, error=_describe(exc))
             finally:
+                if self._session_up:
+                    attempt = 0  # it was up: the backoff starts again from the shortest
                 self._close()
             delay = self._backoff(attempt)
             attempt += 1
@@ -139,6 +152,7 @@ class AmiLink:
         cfg = self.config
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
+        self._lost_why, self._closing = "", False
         manager = _Manager(
             self._connection_lost,
             host=cfg.host,
@@ -176,7 +190,7 @@ class AmiLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._lost), cfg.ping_interval_s)
             if self._lost.done():
-                raise LinkLost("connection closed by Asterisk")
+                raise LinkLost(self._lost_why)
             manager = self._manager
             if manager is None or manager.protocol is None:
                 raise LinkLost("no connection")
@@ -193,7 +207,7 @@ class AmiLink:
             {asyncio.ensure_future(fut), self._lost}, return_when=asyncio.FIRST_COMPLETED
         )
         if self._lost in done and not (isinstance(fut, asyncio.Future) and fut.done()):
-            raise LinkLost("connection closed by Asterisk")
+            raise LinkLost(self._lost_why)
         return fut.result()
 
     def _sink(self, msg: Message) -> None:
@@ -205,6 +219,7 @@ class AmiLink:
                 uptime = float(msg.get("Uptime", "0"))
             except ValueError:
                 uptime = 0.0
+            self._booted(at, uptime)
             self._on_up(at, uptime)
             self._request_channels()
             return
@@ -220,11 +235,26 @@ class AmiLink:
                 f"Action: CoreShowChannels\r\nActionID: {action_id}\r\n\r\n".encode()
             )
 
+    def _booted(self, at: float, uptime: float) -> None:
+        """The tracker's rule (`CallTracker.link_up`): a boot moment that moved is a restart."""
+        boot, before = at - uptime, self.booted_at
+        self.booted_at = boot
+        if before is not None and abs(boot - before) > BOOT_TOLERANCE_S:
+            log.warning(
+                "ami.asterisk_restarted",
+                where=self.where,
+                booted_at=iso_utc(boot),
+                previously_booted_at=iso_utc(before),
+                uptime_s=round(uptime),
+            )
+
     def _connection_lost(self, exc: Exception | None) -> None:
         if self._lost is not None and not self._lost.done():
+            self._lost_why = _why_lost(exc, self._closing)
             self._lost.set_result(None)
 
     def _close(self) -> None:
+        self._closing = True
         manager, self._manager = self._manager, None
         was_up, self._session_up = self._session_up, False
         if manager is not None:
@@ -257,7 +287,7 @@ class AmiLink:
         self.state = state
         event = {
             LinkState.UP: "ami.reconnected" if self.reconnects else "ami.connected",
-            LinkState.DOWN: "ami.disconnected",
+            LinkState.DOWN: "ami.disconnected" if self._ever_up else "ami.connect_failed",
             LinkState.CONNECTING: "ami.connecting",
             LinkState.AUTH_FAILED: "ami.auth_failed",
         }[state]
@@ -267,3 +297,15 @@ class AmiLink:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _why_lost(exc: Exception | None, closing: bool) -> str:
+    """Who ended a connection, from what asyncio hands `connection_lost`."""
+    if closing:
+        return "connection closed by pbxlink"
+    if exc is None:  # an orderly end of the stream from the other side
+        return "connection closed by Asterisk"
+    if isinstance(exc, OSError):  # a reset: the peer or anything on the way
+        return f"connection lost: {_describe(exc)}"
+    # data_received raised: asyncio closed the socket on our side
+    return f"connection closed by pbxlink: reading the stream failed: {_describe(exc)}"
