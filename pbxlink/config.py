@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hmac
 import os
 import re
 import stat
@@ -30,7 +29,7 @@ from typing import Any, Literal
 
 from pbxlink.calls.rules import ChannelRules
 from pbxlink.calls.tracker import TrackerConfig
-from pbxlink.operators.model import ROLES, TOKEN_PREFIX, Operator, hash_token
+from pbxlink.operators.model import ROLES, TOKEN_PREFIX, Operator
 
 
 class ConfigError(ValueError):
@@ -301,13 +300,6 @@ class Config:
     operators: list[Operator] = field(default_factory=list)
     #: what works but is unsafe, each naming the file, line and key; check-config prints them
     warnings: list[str] = field(default_factory=list)
-
-    def operator_by_token(self, token: str) -> Operator | None:
-        digest = hash_token(token)
-        for op in self.operators:
-            if hmac.compare_digest(op.token_hash, digest):
-                return op
-        return None
 
 
 def default_state_dir() -> Path:

@@ -19,8 +19,8 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import structlog
 
@@ -28,16 +28,32 @@ from pbxlink.ami.framing import Message
 from pbxlink.ami.link import AmiLink, AuthError
 from pbxlink.calllog import CallLogStore
 from pbxlink.calllog.retention import Retention
-from pbxlink.calls import CallEnded, CallRecord, CallTracker, CallUpdate, TooLong
-from pbxlink.calls.toolong import TooLongWatch
-from pbxlink.clients.card import CallCard, client_number, no_lookup
+from pbxlink.calls import CallRecord, CallTracker, CallUpdate, TooLong
 from pbxlink.clients.directory import Directory
+from pbxlink.clients.identify import Identifier
 from pbxlink.clients.sources import LookupChain
 from pbxlink.config import Config, ConfigError
 from pbxlink.config import load as load_config
+from pbxlink.desk import (
+    Alert,
+    CardCompleted,
+    ClientsChanged,
+    Close,
+    Desk,
+    LinkClient,
+    LookedUp,
+    Lookup,
+    Record,
+    Refresh,
+    Refreshed,
+    RosterChanged,
+    Send,
+    Snapshot,
+    Tick,
+)
 from pbxlink.hub import Hub
 from pbxlink.lock import DatabaseLock
-from pbxlink.operators import Operator, hash_token
+from pbxlink.operators import Operator, Operators, hash_token
 from pbxlink.sim.server import AmiSimulator
 from pbxlink.startup import StartError, listen_error
 from pbxlink.systemd import notify
@@ -47,6 +63,7 @@ from pbxlink.web import Metrics, WebServer, make_app, serve
 log = structlog.get_logger("pbxlink.daemon")
 
 TICK_S = 5.0
+REFRESH_DELAY_S = 0.2  # client edits within this long refresh the cards once
 T = TypeVar("T")
 EXIT_AUTH = 78  # EX_CONFIG: the unit's RestartPreventExitStatus stops a restart loop
 
@@ -68,26 +85,35 @@ class Daemon:
         self.started_at = clock()
         self.tracker = CallTracker(config.tracker)
         self.store = CallLogStore(config.storage.database_path, too_long=config.thresholds)
-        self.too_long = TooLongWatch(config.thresholds)
         self.retention = Retention(self.store, config.retention, config.recordings_dir)
         self.directory = Directory.from_config(config)
         clients = config.clients
         self.sources = LookupChain(list(clients.sources), clients.lookup_budget_ms / 1000)
-        #: call_id -> what is known of the caller (or the callee, outbound): the card
-        self.cards: dict[str, CallCard] = {}
-        self._identifying: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = Metrics()
+        self.identifier = Identifier(self.directory, self.sources, self.metrics.observe_lookup)
+        self.operators = Operators(config.operators)
+        self.desk = Desk(
+            company=config.company, operators=config.operators, too_long=config.thresholds
+        )
+        self.hub = Hub(config, self.operators, self._tell)  # the popups' transport
+        self.operators.listeners.append(lambda ops: self._tell(RosterChanged(ops)))
+        self.directory.listeners.append(self._clients_changed)
+        self.metrics.bind_hub(self.hub)
+        self._commands: dict[type, Callable[[Any], None]] = {
+            Send: lambda c: self.hub.send(c.sessions, c.message),
+            Close: lambda c: self.hub.close_session(c.session, c.code, c.reason),
+            Snapshot: lambda c: self.store.note_open(c.call, c.at),
+            Record: self._record,
+            LinkClient: lambda c: self.store.set_client(c.call_id, c.client_id),
+            Lookup: lambda c: self._spawn(self._lookup(c.call_id, c.number)),
+            Refresh: lambda c: self._spawn(self._refresh(c.calls)),
+            Alert: self._alert,
+        }
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stale = False  # the directory changed: cards of calls in progress to re-read
+        self._refreshing: asyncio.Task[None] | None = None
         self.simulator: AmiSimulator | None = None
         self.link: AmiLink | None = None
-        self.listeners: list[Callable[[CallUpdate], None]] = []
-        #: told (call_id, card) when a call's card is found or completed by a slow source
-        self.card_listeners: list[Callable[[str, CallCard], None]] = []
-        self.hub = Hub(config, directory=self.directory)  # the popups
-        self.listeners.append(self.hub.on_update)
-        self.card_listeners.append(self.hub.on_card)
-        self.directory.listeners.append(self.hub.on_clients_changed)
-        self.metrics.bind_hub(self.hub)
         self.web_port: int | None = None
         self._stop = asyncio.Event()
         self._logins = 0
@@ -128,8 +154,7 @@ class Daemon:
             return
         if not fresh.operators and self.demo_token is not None:
             return  # the demo's made-up supervisor stays until real operators are configured
-        self.config.operators[:] = fresh.operators  # the web app's auth reads this list
-        self.hub.set_operators(fresh.operators)
+        self.operators.replace(fresh.operators)  # web auth, the hub's hello and the desk
         log.info("daemon.reloaded", path=str(path), operators=len(fresh.operators))
 
     def stop(self) -> None:
@@ -203,7 +228,13 @@ class Daemon:
             clock=self.clock,
         )
         app = make_app(
-            cfg, self, self.metrics, directory=self.directory, store=self.store, hub=self.hub
+            cfg,
+            self,
+            self.metrics,
+            directory=self.directory,
+            store=self.store,
+            hub=self.hub,
+            operators=self.operators,
         )
         context = None
         if cfg.web.tls_cert_file is not None and cfg.web.tls_key_file is not None:
@@ -274,58 +305,58 @@ class Daemon:
             log.info("daemon.stopped", code=code, written=self.store.written)
         return code
 
-    def _identify(self, call: CallRecord) -> None:
-        """Look the caller up off the read path; the card waits for nobody but the directory."""
-        self._identifying.add(call.call_id)
-        task = asyncio.create_task(self._lookup(call.call_id, client_number(call)))
+    # -- the desk's commands -------------------------------------------------------------------
+
+    def _tell(self, event: object) -> None:
+        """One input for the desk (a call update, a lookup's answer, a session, a roster, time);
+        its commands carried out at once, in order. On the AMI read path: nothing waits."""
+        for command in self.desk.handle(event):
+            try:
+                self._commands[type(command)](command)
+            except Exception:  # a consumer's bug must not stop the AMI reader
+                log.exception("daemon.command_failed", command=type(command).__name__)
+
+    def _record(self, c: Record) -> None:
+        self.store.submit(c.call, client_id=c.client_id)
+        self.metrics.call_ended(c.call.status)
+        _log_ended(c.call)
+
+    def _alert(self, c: Alert) -> None:
+        self.metrics.calls_too_long += 1
+        _log_too_long(c.update)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _lookup(self, call_id: str, number: str) -> None:
-        """The directory first (a millisecond), then the CRM sources within the budget; a
-        slow source's answer completes the card later. An unknown number becomes a client."""
-        started = time.perf_counter()
-        try:
-            parsed = self.directory.numbers.normalize(number)
-            if parsed is None:
-                return  # anonymous, or an extension: nobody to look up
-            clients = await self.directory.lookup(number)
-            new_client = False
-            if not clients:
-                new = await self.directory.register_unknown(number)
-                clients = [new] if new is not None else []
-                new_client = True
-            found = await self.sources.lookup(parsed)
-        except Exception:  # a broken directory must not cost the call its record
-            log.exception("clients.lookup_failed", call_id=call_id)
-            return
-        finally:
-            self.metrics.observe_lookup(time.perf_counter() - started)
-        card = CallCard(clients, found.fields, new_client)
-        if call_id in self._identifying:
-            self.cards[call_id] = card
-            self._card_changed(call_id, card)
-        elif len(clients) == 1:  # the call ended meanwhile: link its record now
-            self.store.set_client(call_id, clients[0].id)
-        if found.pending is not None:
-            later = await found.pending
-            if later is not None:
-                card.external = later.fields
-                if call_id in self._identifying:
-                    self._card_changed(call_id, card)
+        found = await self.identifier.identify(call_id, number)
+        if found is not None:
+            self._tell(LookedUp(call_id, found.card))
+            if found.later is not None and (fields := await found.later) is not None:
+                self._tell(CardCompleted(call_id, fields))
 
-    def _card_changed(self, call_id: str, card: CallCard) -> None:
-        for listener in self.card_listeners:
-            try:
-                listener(call_id, card)
-            except Exception:  # a consumer's bug must not cost the call its card
-                log.exception("daemon.card_listener_failed", call_id=call_id)
+    def _clients_changed(self) -> None:
+        """The directory committed a write: edits within REFRESH_DELAY_S re-read cards once."""
+        self._stale = True
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self._debounce())
+            self._tasks.add(self._refreshing)
+            self._refreshing.add_done_callback(self._tasks.discard)
 
-    def _client_id(self, call_id: str) -> int | None:
-        """The call's client for the log: only when exactly one client holds the number."""
-        self._identifying.discard(call_id)
-        card = self.cards.pop(call_id, None)
-        return card.clients[0].id if card is not None and len(card.clients) == 1 else None
+    async def _debounce(self) -> None:
+        while self._stale:
+            await asyncio.sleep(REFRESH_DELAY_S)
+            self._stale = False
+            self._tell(ClientsChanged())
+
+    async def _refresh(self, calls: tuple[tuple[str, str], ...]) -> None:
+        for call_id, number in calls:
+            clients = await self.identifier.clients(call_id, number)
+            if clients is None:
+                return
+            self._tell(Refreshed(call_id, tuple(clients)))
 
     async def _wait_stop(self) -> None:
         await self._stop.wait()
@@ -338,7 +369,7 @@ class Daemon:
 
     def _tick(self, now: float) -> None:
         self._dispatch(self.tracker.tick(now))
-        self._dispatch(self.too_long.tick(now))
+        self._tell(Tick(now))
 
     def _on_up(self, at: float, uptime: float) -> None:
         if self._logins:
@@ -354,26 +385,8 @@ class Daemon:
             self._dispatch(updates)
 
     def _dispatch(self, updates: list[CallUpdate]) -> None:
-        store = self.store
         for update in updates:
-            call = update.call
-            self.too_long.update(update)
-            if isinstance(update, TooLong):
-                self.metrics.calls_too_long += 1
-                _log_too_long(update)
-            elif isinstance(update, CallEnded):
-                store.submit(call, client_id=self._client_id(call.call_id))
-                self.metrics.call_ended(call.status)
-                _log_ended(call)
-            else:
-                store.note_open(call, update.at)
-                if call.call_id not in self._identifying and no_lookup(call) is None:
-                    self._identify(call)  # internal and withheld: the hub's card is final
-            for listener in self.listeners:
-                try:
-                    listener(update)
-                except Exception:  # a consumer's bug must not stop the AMI reader
-                    log.exception("daemon.listener_failed", update=type(update).__name__)
+            self._tell(update)
 
 
 def _log_ended(r: CallRecord) -> None:

@@ -86,13 +86,13 @@ from pbxlink.config import (
     ClientsConfig,
     Config,
     HubConfig,
-    Operator,
     StorageConfig,
     Thresholds,
-    hash_token,
 )
 from pbxlink.daemon import TICK_S, Daemon
+from pbxlink.desk import Tick
 from pbxlink.logs import setup_logging
+from pbxlink.operators import Operator, hash_token
 from pbxlink.replay import first_timestamp, read_chunks, replay
 
 from conftest import TRACES, lab_tracker
@@ -315,7 +315,7 @@ async def _feed(daemon: Daemon, step: Step, gate: Gate) -> None:
     QUIET_PASSES passes of the event loop in a row: an answer just released takes a few
     passes to reach the task that waits for it."""
     if isinstance(step, float):
-        daemon._dispatch(daemon.too_long.tick(step))
+        daemon._tell(Tick(step))
     elif step is not None:
         daemon._dispatch([step])
     deadline = time.monotonic() + SETTLE_LIMIT_S

@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 
 import aiohttp
+from desk_hub import Popups
 from test_calls_api import OPERATOR_EXTS, TOKENS, Log, app_config, opened_log
 from test_openapi import METHODS, routed
 
-from pbxlink.hub import Hub
 from pbxlink.web import Metrics, make_app, openapi
 from pbxlink.web.auth import route_access
 
@@ -70,7 +70,7 @@ async def test_no_route_shows_an_operator_calls_of_other_extensions(tmp_path: Pa
             Metrics(),
             directory=lg.directory,
             store=lg.store,
-            hub=Hub(config, directory=lg.directory),
+            hub=Popups(config, directory=lg.directory).hub,
         )
         mine = set(OPERATOR_EXTS)
         own = {s.record.call_id for s in lg.calls if s.involved & mine}

@@ -419,8 +419,12 @@ async def test_callers_are_looked_up_registered_and_linked_in_the_log(tmp_path: 
 
 
 async def test_crm_source_completes_the_card_while_the_phone_rings(tmp_path: Path) -> None:
-    """A configured HTTP source (a real server here) answers; the card carries its fields."""
+    """A configured HTTP source (a real server here) answers; the card a supervisor's popup
+    socket receives carries its fields, on a client the unknown number became."""
     from aiohttp import web
+    from websockets.asyncio.client import connect
+
+    from pbxlink.operators import hash_token
 
     asked: list[str] = []
 
@@ -435,6 +439,7 @@ async def test_crm_source_completes_the_card_while_the_phone_rings(tmp_path: Pat
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     crm_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    token = "supervisor-token-" + "s" * 32
     try:
         async with simulator() as sim:
             raw = raw_config(tmp_path, sim.port)
@@ -449,16 +454,22 @@ async def test_crm_source_completes_the_card_while_the_phone_rings(tmp_path: Pat
                     }
                 ]
             }
+            sup = {"name": "Sup", "extensions": [], "role": "supervisor"}
+            raw["operators"] = [{**sup, "token_hash": hash_token(token)}]
 
             async def body(d: Daemon) -> None:
-                sim.play_once(["07_ivr_sales_noanswer_voicemail"])
-                await until(
-                    lambda: any(c.external and c.external.name for c in d.cards.values()),
-                    what="the CRM's answer on the card",
-                )
-                (card,) = d.cards.values()
-                assert card.external is not None and card.external.city == "Batumi"
-                assert [c.category for c in card.clients] == ["potential"]
+                async with connect(f"ws://127.0.0.1:{d.hub.port}/") as ws:
+                    await ws.send(json.dumps({"type": "hello", "v": 1, "token": token}))
+                    assert json.loads(await ws.recv())["type"] == "welcome"
+                    sim.play_once(["07_ivr_sales_noanswer_voicemail"])
+                    async with asyncio.timeout(10):
+                        while True:
+                            frame = json.loads(await ws.recv())
+                            client = frame.get("card", {}).get("client") or {}
+                            if client.get("city") == "Batumi":
+                                break
+                assert client["name"] == "Voicemail Caller Ltd"  # the directory's is empty
+                assert client["category"] == "potential"  # the unknown number became a client
 
             await run_daemon(parse(raw), body)
         assert asked == ["0655555555"]
@@ -473,7 +484,7 @@ def test_the_demo_gets_a_supervisor_only_without_operators_and_only_with_the_sim
 
     demo = Daemon(Config(storage=StorageConfig(state_dir=tmp_path)))
     assert demo.demo_token is not None
-    who = demo.config.operator_by_token(demo.demo_token)
+    who = demo.operators.by_token(demo.demo_token)
     assert who is not None and who.role == "supervisor"
 
     real = parse(raw_config(tmp_path, 5038))  # mode = "asterisk"
@@ -516,7 +527,7 @@ async def test_sighup_reloads_the_operators_without_a_restart(tmp_path: Path) ->
             assert (await me(d, "A"), await me(d, "B")) == (200, 200)
             path.write_text(base + operator("A", "101"))
             os.kill(os.getpid(), signal.SIGHUP)
-            await until(lambda: len(d.config.operators) == 1, what="the reload")
+            await until(lambda: len(d.operators) == 1, what="the reload")
             assert (await me(d, "A"), await me(d, "B")) == (200, 401)
             path.write_text("[web\n")  # a typo while editing
             os.kill(os.getpid(), signal.SIGHUP)

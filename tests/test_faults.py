@@ -422,9 +422,8 @@ def test_times_nothing_told_are_named_estimated() -> None:
 async def test_a_reload_after_a_restart_shows_the_stored_times() -> None:
     """The welcome of a call a restarted daemon adopted carries the times the first run
     stored, not the resync's (the answer `at` was the reconnect's estimate)."""
+    from desk_hub import Popups
     from test_hub import hub_config, page, running
-
-    from pbxlink.hub import Hub
 
     name = "01_in_direct_answered_caller_hangup.ami"
     truth = only(list(undisturbed(name).values()))
@@ -434,7 +433,7 @@ async def test_a_reload_after_a_restart_shows_the_stored_times() -> None:
     stored = {u.call_id: (u.call, u.at) for u in replay([fault.before], first, flush=False)}
     second = lab_tracker()
     second.adopt(stored.values())
-    async with running(Hub(hub_config())) as hub:
+    async with running(Popups(hub_config())) as hub:
         alive = fault.after[: fault.after.index(b"Event: Hangup\r\n")]  # the call goes on
         for u in replay([alive], second, flush=False):
             hub.on_update(u)

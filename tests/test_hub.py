@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from desk_hub import Popups
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from websockets.asyncio.client import ClientConnection, connect
@@ -31,7 +32,6 @@ from pbxlink.calls import (
     CallUpdate,
     RingEnded,
     Ringing,
-    TooLong,
     Transferred,
 )
 from pbxlink.clients.card import CallCard
@@ -40,8 +40,8 @@ from pbxlink.clients.model import Client, Order
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.clients.sources import CardFields
 from pbxlink.config import Config, HubConfig, parse
-from pbxlink.hub import Hub
-from pbxlink.hub.card import card_dict, operator_names
+from pbxlink.desk import CardCompleted, Tick
+from pbxlink.desk.card import card_dict, operator_names
 from pbxlink.hub.web import add_routes
 from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
@@ -132,7 +132,7 @@ async def hello(ws: ClientConnection, who: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def page(hub: Hub, who: str, **kw: Any) -> AsyncIterator[Page]:
+async def page(hub: Popups, who: str, **kw: Any) -> AsyncIterator[Page]:
     async with connect(f"ws://127.0.0.1:{hub.port}/", origin=ORIGIN, **kw) as ws:  # type: ignore[arg-type]
         await hello(ws, who)
         p = Page(ws)
@@ -157,7 +157,7 @@ async def close_code(ws: ClientConnection, timeout: float = 5.0) -> int | None:
 _barriers = iter(range(1_000_000))
 
 
-def barrier(hub: Hub, *extensions: str) -> None:
+def barrier(hub: Popups, *extensions: str) -> None:
     """A fresh call ringing each extension: the last thing each page receives in a test."""
     for ext in extensions:
         hub.on_update(Ringing(T0, record(f"barrier-{next(_barriers)}"), ext))
@@ -168,7 +168,7 @@ def hub_config(**hub: Any) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def running(hub: Hub) -> AsyncIterator[Hub]:
+async def running(hub: Popups) -> AsyncIterator[Popups]:
     """The hub started, and closed after the block whatever happens in it."""
     await hub.start()
     try:
@@ -178,8 +178,8 @@ async def running(hub: Hub) -> AsyncIterator[Hub]:
 
 
 @pytest.fixture
-async def hub() -> AsyncIterator[Hub]:
-    h = Hub(hub_config(), origins=[ORIGIN], hello_timeout_s=0.5)
+async def hub() -> AsyncIterator[Popups]:
+    h = Popups(hub_config(), origins=[ORIGIN], hello_timeout_s=0.5)
     async with running(h):
         yield h
 
@@ -219,7 +219,7 @@ def client(client_id: int, name: str, **kw: Any) -> Client:
     return Client(**{**fields, **kw})
 
 
-def feed(hub: Hub, *updates: CallUpdate) -> None:
+def feed(hub: Popups, *updates: CallUpdate) -> None:
     for update in updates:
         hub.on_update(update)
 
@@ -231,7 +231,7 @@ def types(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
 # -- routing -----------------------------------------------------------------------------------
 
 
-async def test_a_ring_group_call_reaches_its_phones_and_the_wallboards(hub: Hub) -> None:
+async def test_a_ring_group_call_reaches_its_phones_and_the_wallboards(hub: Popups) -> None:
     async with (
         page(hub, "101") as p101,
         page(hub, "102") as p102,
@@ -282,19 +282,13 @@ async def test_a_ring_group_call_reaches_its_phones_and_the_wallboards(hub: Hub)
         }
 
 
-async def test_an_operator_never_gets_a_call_that_did_not_reach_them(hub: Hub) -> None:
+async def test_an_operator_never_gets_a_call_that_did_not_reach_them(hub: Popups) -> None:
     async with page(hub, "101") as p101, page(hub, "102") as p102, page(hub, "sup") as sup:
         c = record("only-102")
-        up = record("only-102", status="answered", answered_by="102")
-        feed(
-            hub,
-            CallStarted(T0, c),
-            Ringing(T0 + 1, c, "102"),
-            Answered(T0 + 3, up, "102"),
-            TooLong(T0 + 90, up, 60.0, 87.0),
-            Transferred(T0 + 95, up, "200", "blind"),
-            CallEnded(T0 + 99, up),
-        )
+        up = record("only-102", status="answered", answered_by="102", answered_at=T0 + 3)
+        feed(hub, CallStarted(T0, c), Ringing(T0 + 1, c, "102"), Answered(T0 + 3, up, "102"))
+        hub.tell(Tick(T0 + 1900))  # talked too long (1,800 s)
+        feed(hub, Transferred(T0 + 1905, up, "200", "blind"), CallEnded(T0 + 1909, up))
         hub.on_card("only-102", CallCard([client(7, "Secret Client")]))
         barrier(hub, "101", "102")
         assert await p101.until_barrier() == []  # before its own barrier: nothing at all
@@ -308,7 +302,7 @@ async def test_an_operator_never_gets_a_call_that_did_not_reach_them(hub: Hub) -
         assert ("too_long", "") in got and ("transferred", "200") in got
 
 
-async def test_missed_goes_only_to_the_extension_that_missed(hub: Hub) -> None:
+async def test_missed_goes_only_to_the_extension_that_missed(hub: Popups) -> None:
     async with page(hub, "101") as p101, page(hub, "102") as p102, page(hub, "sup") as sup:
         # a ring chain nobody answers: 101 no answer, then 102 busy; the caller gives up
         c = record("chain")
@@ -353,7 +347,7 @@ async def test_missed_goes_only_to_the_extension_that_missed(hub: Hub) -> None:
         assert not [m for m in await sup.until_barrier() if m["type"] == "missed"]
 
 
-async def test_too_long_goes_to_supervisors_and_admins_only(hub: Hub) -> None:
+async def test_too_long_goes_to_supervisors_and_admins_only(hub: Popups) -> None:
     async with (
         page(hub, "101") as p101,
         page(hub, "sup") as sup,
@@ -361,18 +355,18 @@ async def test_too_long_goes_to_supervisors_and_admins_only(hub: Hub) -> None:
     ):
         up = record("long", status="answered", answered_at=T0 + 2, answered_by="101")
         feed(hub, Ringing(T0, record("long"), "101"), Answered(T0 + 2, up, "101"))
-        hub.on_update(TooLong(T0 + 1802, up, 1800.0, 1800.0))
+        hub.tell(Tick(T0 + 1802.5))  # 1,800.5 s of talk: past the 1,800 s threshold
         barrier(hub, "101")
         assert types(await p101.until_barrier()) == [("ringing", "101"), ("answered", "101")]
         for board in (sup, admin):
             got = await board.until_barrier()
             long = [m for m in got if m["type"] == "too_long"]
             assert len(long) == 1
-            assert long[0]["threshold_s"] == 1800.0 and long[0]["talk_s"] == 1800.0
+            assert long[0]["threshold_s"] == 1800.0 and long[0]["talk_s"] == 1800.5
             assert long[0]["card"]["operator_name"] == "Nino"
 
 
-async def test_the_operator_who_dials_out_gets_the_called_clients_card(hub: Hub) -> None:
+async def test_the_operator_who_dials_out_gets_the_called_clients_card(hub: Popups) -> None:
     async with page(hub, "101") as p101, page(hub, "102") as p102:
         out = record(
             "out", direction="outbound", caller_number="101", called_number="+995555123456"
@@ -399,7 +393,7 @@ async def test_the_operator_who_dials_out_gets_the_called_clients_card(hub: Hub)
 # -- reloads and late cards --------------------------------------------------------------------
 
 
-async def test_a_reload_mid_ring_shows_the_card_again(hub: Hub) -> None:
+async def test_a_reload_mid_ring_shows_the_card_again(hub: Popups) -> None:
     c = record("ring")
     hub.on_update(CallStarted(T0, c))
     hub.on_card("ring", CallCard([client(5, "Giorgi Beridze", notes="VIP: be quick")]))
@@ -430,14 +424,13 @@ async def test_a_reload_mid_ring_shows_the_card_again(hub: Hub) -> None:
         assert p101.welcome["calls"] == [] and sup.welcome["calls"] == []
 
 
-async def test_a_card_found_after_the_ring_follows_as_client_updated(hub: Hub) -> None:
+async def test_a_card_found_after_the_ring_follows_as_client_updated(hub: Popups) -> None:
     async with page(hub, "101") as p101, page(hub, "102") as p102, page(hub, "sup") as sup:
         c = record("late")
         feed(hub, CallStarted(T0, c), Ringing(T0 + 1, c, "101"))
         card = CallCard([client(9, "Late Client")], new_client=False)
         hub.on_card("late", card)
-        card.external = CardFields(city="Batumi", source="crm")  # a slow CRM source
-        hub.on_card("late", card)
+        hub.tell(CardCompleted("late", CardFields(city="Batumi", source="crm")))  # a slow CRM
         # a card found before the ring travels with the ringing message
         early = record("early")
         hub.on_update(CallStarted(T0, early))
@@ -463,7 +456,7 @@ async def test_a_card_found_after_the_ring_follows_as_client_updated(hub: Hub) -
 
 
 async def test_editing_the_client_during_the_call_updates_the_card(
-    hub: Hub, tmp_path: Path
+    hub: Popups, tmp_path: Path
 ) -> None:
     async with Directory(
         tmp_path / "db.sqlite3", PhoneNumbers("GE"), photos_dir=tmp_path / "photos"
@@ -563,7 +556,7 @@ def test_the_card_takes_the_directory_first_and_fills_gaps_from_the_crm() -> Non
 @pytest.mark.parametrize("public_url", ["", "wss://pbx.example.com/popups"])
 async def test_api_hub_tells_the_page_where_to_connect(public_url: str) -> None:
     config = hub_config(public_url=public_url)
-    hub = Hub(config, origins=[ORIGIN])
+    hub = Popups(config, origins=[ORIGIN])
     app = make_app(config, FakeStatus(), Metrics())
     add_routes(app, hub)
     async with (

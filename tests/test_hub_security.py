@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import structlog.testing
+from desk_hub import Popups
 from test_hub import (
     OPERATORS,
     ORIGIN,
@@ -41,7 +42,6 @@ from websockets.exceptions import ConnectionClosed, InvalidMessage
 from pbxlink.calls import Ringing
 from pbxlink.clients.card import CallCard
 from pbxlink.config import ConfigError
-from pbxlink.hub import Hub
 from pbxlink.loglimit import RATE
 from pbxlink.operators import Operator
 from pbxlink.web import Metrics
@@ -49,18 +49,18 @@ from pbxlink.web import Metrics
 UNKNOWN = {"type": "hello", "v": 1, "token": "not-anybodys-token-xxxxxxxxxxxxxxxxxx"}
 
 
-def url(hub: Hub) -> str:
+def url(hub: Popups) -> str:
     return f"ws://127.0.0.1:{hub.port}/"
 
 
 @pytest.fixture
 async def hub() -> Any:
-    h = Hub(hub_config(), origins=[ORIGIN], hello_timeout_s=0.3)
+    h = Popups(hub_config(), origins=[ORIGIN], hello_timeout_s=0.3)
     async with running(h):
         yield h
 
 
-async def test_no_hello_is_closed_4001(hub: Hub) -> None:
+async def test_no_hello_is_closed_4001(hub: Popups) -> None:
     async with connect(url(hub), origin=ORIGIN) as ws:  # type: ignore[arg-type]
         started = time.monotonic()
         assert await close_code(ws) == 4001
@@ -87,7 +87,7 @@ async def test_no_hello_is_closed_4001(hub: Hub) -> None:
     ],
 )
 async def test_a_bad_hello_gets_the_documented_close_code(
-    hub: Hub, message: object, code: int
+    hub: Popups, message: object, code: int
 ) -> None:
     async with connect(url(hub), origin=ORIGIN) as ws:  # type: ignore[arg-type]
         await ws.send(message if isinstance(message, str | bytes) else json.dumps(message))
@@ -98,7 +98,7 @@ async def test_a_bad_hello_gets_the_documented_close_code(
         assert VALIDATORS["hello"].is_valid(message) == (message is UNKNOWN)
 
 
-async def test_strangers_are_logged_a_few_a_minute_and_every_one_counted(hub: Hub) -> None:
+async def test_strangers_are_logged_a_few_a_minute_and_every_one_counted(hub: Popups) -> None:
     """Bad tokens, foreign origins and garbage cost a stranger nothing: the hub's log lines
     for them stop at the rate; its counters (and /metrics) count every one."""
     allowed = int(RATE.split("/")[0])
@@ -128,7 +128,7 @@ async def test_strangers_are_logged_a_few_a_minute_and_every_one_counted(hub: Hu
     assert '\npbxlink_log_suppressed_total{event="hub.origin_refused"} 5.0\n' in text
 
 
-async def test_a_foreign_origin_is_closed_4003_and_no_origin_may_pass(hub: Hub) -> None:
+async def test_a_foreign_origin_is_closed_4003_and_no_origin_may_pass(hub: Popups) -> None:
     async with connect(url(hub), origin="http://evil.example.com") as ws:  # type: ignore[arg-type]
         with contextlib.suppress(ConnectionClosed):  # it may be closed already
             await hello(ws, "101")  # even with a good token
@@ -148,7 +148,7 @@ async def test_a_foreign_origin_is_closed_4003_and_no_origin_may_pass(hub: Hub) 
         ("{]", 4400),
     ],
 )
-async def test_a_bad_message_closes_that_socket_only(hub: Hub, send: str, code: int) -> None:
+async def test_a_bad_message_closes_that_socket_only(hub: Popups, send: str, code: int) -> None:
     async with page(hub, "101") as bad, page(hub, "102") as good, page(hub, "sup") as sup:
         await bad.ws.send(send)
         assert await close_code(bad.ws) == code
@@ -158,14 +158,14 @@ async def test_a_bad_message_closes_that_socket_only(hub: Hub, send: str, code: 
         assert hub.clients == 2
 
 
-async def test_an_oversized_hello_is_refused_before_it_is_read(hub: Hub) -> None:
+async def test_an_oversized_hello_is_refused_before_it_is_read(hub: Popups) -> None:
     async with connect(url(hub), origin=ORIGIN) as ws:  # type: ignore[arg-type]
         token = "t" * 5000
         await ws.send(json.dumps({"type": "hello", "v": 1, "token": token}))
         assert await close_code(ws) == 1009
 
 
-async def test_a_removed_operator_is_closed_4002_and_a_changed_one_rebound(hub: Hub) -> None:
+async def test_a_removed_operator_is_closed_4002_and_a_changed_one_rebound(hub: Popups) -> None:
     async with page(hub, "101") as p101, page(hub, "102") as p102:
         moved = Operator("Giorgi", ("103",), "operator", OPERATORS[1].token_hash)
         hub.set_operators([op for op in OPERATORS if op.name not in ("Nino", "Giorgi")] + [moved])
@@ -184,7 +184,7 @@ def open_sockets() -> int:
     return sum(os.readlink(fd).startswith("socket:") for fd in fds.iterdir() if fd.exists())
 
 
-async def test_a_thousand_connections_leave_no_tasks_or_sockets(hub: Hub) -> None:
+async def test_a_thousand_connections_leave_no_tasks_or_sockets(hub: Popups) -> None:
     """1000 connect/hello/welcome/close cycles leave no task, connection object or socket
     behind. How fast they go and how many bytes they leave: benchmarks/hub_connections.py."""
     whos = ["101", "102", "sup", "admin"]
@@ -229,7 +229,7 @@ async def test_a_thousand_connections_leave_no_tasks_or_sockets(hub: Hub) -> Non
 
 
 async def test_a_stalled_client_is_dropped_4008_and_delays_nobody() -> None:
-    hub = Hub(hub_config(queue_frames=32), origins=[ORIGIN])
+    hub = Popups(hub_config(queue_frames=32), origins=[ORIGIN])
     async with running(hub):
         # a supervisor's tab that stopped reading: a small receive window, and websockets
         # stops reading the socket once 4 messages wait unread
@@ -275,7 +275,7 @@ async def test_a_stalled_client_is_dropped_4008_and_delays_nobody() -> None:
 
 async def test_wss_with_a_certificate(tmp_path: Path) -> None:
     cert, key = make_cert(tmp_path, "hub")
-    hub = Hub(hub_config(tls_cert_file=cert, tls_key_file=key), origins=[ORIGIN])
+    hub = Popups(hub_config(tls_cert_file=cert, tls_key_file=key), origins=[ORIGIN])
     async with running(hub):
         assert hub.url_for("127.0.0.1").startswith("wss://")
         trust = ssl.create_default_context(cafile=str(cert))
@@ -294,11 +294,11 @@ async def test_wss_with_a_certificate(tmp_path: Path) -> None:
 
 async def test_a_bad_certificate_or_a_taken_port_names_the_config_key(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
-    hub = Hub(hub_config(tls_cert_file=missing, tls_key_file=missing), origins=[ORIGIN])
+    hub = Popups(hub_config(tls_cert_file=missing, tls_key_file=missing), origins=[ORIGIN])
     with pytest.raises(ConfigError, match=r"\[hub\] tls_cert_file .*nope.pem"):
         await hub.start()
-    first = Hub(hub_config(), origins=[ORIGIN])
+    first = Popups(hub_config(), origins=[ORIGIN])
     async with running(first):
-        second = Hub(hub_config(port=first.port), origins=[ORIGIN])
+        second = Popups(hub_config(port=first.port), origins=[ORIGIN])
         with pytest.raises(OSError, match=rf"\[hub\] 127.0.0.1:{first.port}: cannot listen"):
             await second.start()

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import schemathesis
 from aiohttp import web
+from desk_hub import Popups
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate
@@ -23,7 +24,6 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from test_calls_api import TOKENS, Log, app_config, opened_log
 
 from pbxlink.calls.record import RECORD_FIELDS
-from pbxlink.hub import Hub
 from pbxlink.web import Metrics, make_app, openapi, serve
 from pbxlink.web.auth import route_access
 
@@ -42,7 +42,7 @@ def full_app(lg: Log) -> web.Application:
         Metrics(),
         directory=lg.directory,
         store=lg.store,
-        hub=Hub(config, directory=lg.directory),
+        hub=Popups(config, directory=lg.directory).hub,
     )
 
 

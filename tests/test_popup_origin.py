@@ -14,26 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from desk_hub import Popups
 from test_hub import OPERATORS, hello, running
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from pbxlink.config import Config, HubConfig, WebConfig
-from pbxlink.hub import Hub
 
 NAME = "pbx.office.lan"
 WEB_PORT = 8080
 
 
-def lan_hub(*, origins: tuple[str, ...] = (), tls: bool = False) -> Hub:
+def lan_hub(*, origins: tuple[str, ...] = (), tls: bool = False) -> Popups:
     web = WebConfig(host="0.0.0.0", port=WEB_PORT)
     if tls:  # the origin rule reads only whether the page is served over https
         web = WebConfig("0.0.0.0", WEB_PORT, Path("pbx.pem"), Path("pbx.key"))
     hub = HubConfig(host="127.0.0.1", port=0, origins=origins)
-    return Hub(Config(company="ACME", operators=list(OPERATORS), web=web, hub=hub))
+    return Popups(Config(company="ACME", operators=list(OPERATORS), web=web, hub=hub))
 
 
-async def answer(hub: Hub, origin: str, host: str = NAME) -> Any:
+async def answer(hub: Popups, origin: str, host: str = NAME) -> Any:
     """Connect as a browser on another PC would; the welcome's type, or the close code."""
     uri = f"ws://{host}:{hub.port}/"  # the Host header the browser sends
     async with connect(uri, origin=origin, host="127.0.0.1", port=hub.port) as ws:  # type: ignore[arg-type]

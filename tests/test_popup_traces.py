@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from desk_hub import Popups
 from test_hub import ORIGIN, Page, barrier, running
 from websockets.asyncio.client import connect
 
@@ -29,7 +30,6 @@ from pbxlink.calls import (
     Transferred,
 )
 from pbxlink.config import Config, HubConfig
-from pbxlink.hub import Hub
 from pbxlink.operators import Operator, hash_token
 from pbxlink.replay import read_chunks, replay
 
@@ -64,7 +64,7 @@ def _token(name: str) -> str:
     return f"tok-{name}-".ljust(40, "x")
 
 
-def traced_hub(people: People) -> Hub:
+def traced_hub(people: People) -> Popups:
     operators = [
         Operator(name, (), "supervisor", hash_token(_token(name)))
         if extensions is None
@@ -74,11 +74,11 @@ def traced_hub(people: People) -> Hub:
     config = Config(
         company="ACME", operators=operators, hub=HubConfig(port=0, queue_frames=1_000_000)
     )
-    return Hub(config, origins=[ORIGIN])
+    return Popups(config, origins=[ORIGIN])
 
 
 @contextlib.asynccontextmanager
-async def person(hub: Hub, name: str) -> AsyncIterator[Page]:
+async def person(hub: Popups, name: str) -> AsyncIterator[Page]:
     """`name`'s page, welcomed."""
     async with connect(f"ws://127.0.0.1:{hub.port}/", origin=ORIGIN) as ws:  # type: ignore[arg-type]
         await ws.send(json.dumps({"type": "hello", "v": 1, "token": _token(name)}))

@@ -16,7 +16,7 @@ from pbxlink.calls.record import CallRecord, iso_utc
 from pbxlink.clients.card import CallCard, no_lookup
 from pbxlink.clients.model import Client
 from pbxlink.clients.sources import CardFields
-from pbxlink.operators import Operator
+from pbxlink.operators.model import Operator
 
 _TEXT_FIELDS = ("name", "company", "notes", "city", "country")
 _ORDER_FIELDS = ("number", "stage", "responsible", "debt")

@@ -1,26 +1,37 @@
-"""Every message of the popup protocol, built in one place (docs/popup-protocol.md); the
-schemas in `schemas/` are their exact form. Frames are encoded once and sent to everyone.
+"""The popup socket's own side of the protocol: the hello a client opens with, the close codes
+it may hear, and the encoding of what the desk says (`pbxlink/desk/messages.py` builds every
+message; `schemas/` are their exact form). Frames are encoded once and sent to everyone.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from pbxlink.calls.record import CallRecord, iso_utc
-from pbxlink.operators import Operator
+from pbxlink.desk.messages import (
+    BAD_TOKEN,
+    ORIGIN_REFUSED,
+    PROTOCOL_ERROR,
+    TOKEN_REVOKED,
+    TOO_SLOW,
+    VERSION,
+    Message,
+)
 
-VERSION = 1
+__all__ = [
+    "BAD_TOKEN",
+    "MAX_TOKEN_CHARS",
+    "ORIGIN_REFUSED",
+    "PROTOCOL_ERROR",
+    "TOKEN_REVOKED",
+    "TOO_SLOW",
+    "VERSION",
+    "CloseWith",
+    "Message",
+    "encode",
+    "parse_hello",
+]
+
 MAX_TOKEN_CHARS = 512
-
-# close codes
-BAD_TOKEN = 4001
-TOKEN_REVOKED = 4002
-ORIGIN_REFUSED = 4003
-TOO_SLOW = 4008
-PROTOCOL_ERROR = 4400
-
-Message = dict[str, Any]
 
 
 class CloseWith(Exception):
@@ -58,64 +69,3 @@ def parse_hello(raw: str | bytes) -> str:
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise CloseWith(BAD_TOKEN, "hello: token missing or malformed")
     return token
-
-
-def welcome(operator: Operator, company: str, calls: list[Message]) -> Message:
-    return {
-        "type": "welcome",
-        "v": VERSION,
-        "operator": {
-            "name": operator.name,
-            "extensions": list(operator.extensions),
-            "role": operator.role,
-        },
-        "company": company,
-        "calls": calls,
-    }
-
-
-def ringing(call_id: str, extension: str, at: float, card: Message) -> Message:
-    return _with_card("ringing", call_id, at, card, extension=extension)
-
-
-def answered(call_id: str, extension: str | None, at: float, card: Message) -> Message:
-    return _with_card("answered", call_id, at, card, extension=extension)
-
-
-def transferred(call_id: str, extension: str, kind: str, at: float, card: Message) -> Message:
-    return _with_card("transferred", call_id, at, card, extension=extension, kind=kind)
-
-
-def missed(call_id: str, extension: str, at: float, card: Message) -> Message:
-    return _with_card("missed", call_id, at, card, extension=extension)
-
-
-def too_long(call_id: str, at: float, talk_s: float, threshold_s: float, card: Message) -> Message:
-    return _with_card("too_long", call_id, at, card, talk_s=talk_s, threshold_s=threshold_s)
-
-
-def ended(call: CallRecord, at: float) -> Message:
-    return {
-        "type": "ended",
-        "v": VERSION,
-        "call_id": call.call_id,
-        "status": call.status,
-        "at": iso_utc(at),
-        "wait_s": call.wait_s,
-        "talk_s": call.talk_s,
-    }
-
-
-def client_updated(call_id: str, card: Message) -> Message:
-    return {"type": "client_updated", "v": VERSION, "call_id": call_id, "card": card}
-
-
-def _with_card(type_: str, call_id: str, at: float, card: Message, **fields: Any) -> Message:
-    return {
-        "type": type_,
-        "v": VERSION,
-        "call_id": call_id,
-        **fields,
-        "at": iso_utc(at),
-        "card": card,
-    }

@@ -19,6 +19,7 @@ import pbxlink.hub.web as hub_web  # a module, not its name: hub.web imports pbx
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.config import Config
 from pbxlink.hub import Hub
+from pbxlink.operators import Operators
 from pbxlink.web import openapi
 from pbxlink.web.auth import auth_middleware, operator_of, public
 from pbxlink.web.calls import add_routes as add_call_routes
@@ -72,16 +73,20 @@ def make_app(
     directory: Directory | None = None,
     store: CallLogStore | None = None,
     hub: Hub | None = None,
+    operators: Operators | None = None,
 ) -> web.Application:
     """The app; it also binds `metrics` to `status`, so /metrics and /healthz agree.
 
     Always: the operator page at `/`. With a `directory`, the client API under /api/clients;
     with a `store`, the call log API under /api/calls, its recordings and the service level;
     with a `hub`, /api/hub (where the page finds the popups). /api/openapi.json describes
-    whatever is mounted.
+    whatever is mounted. Tokens are checked against `operators` (the daemon's registry, which
+    a reload replaces), else the config's operators.
     """
+    if operators is None:
+        operators = Operators(config.operators)
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(config, metrics.log_limit)],
+        middlewares=[error_middleware, auth_middleware(operators, metrics.log_limit)],
         client_max_size=MAX_BODY,
     )
     app[CONFIG] = config

@@ -21,9 +21,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from pbxlink.config import Config
 from pbxlink.loglimit import LogLimit
-from pbxlink.operators import ROLES, Operator, Role
+from pbxlink.operators import ROLES, Operator, Operators, Role
 from pbxlink.web.errors import ApiError
 
 log = structlog.get_logger("pbxlink.web")
@@ -109,7 +108,7 @@ def _token(request: web.Request) -> str | None:
     return None
 
 
-def authenticate(config: Config, request: web.Request, limit: LogLimit) -> Operator:
+def authenticate(operators: Operators, request: web.Request, limit: LogLimit) -> Operator:
     """The operator whose token the request carries, or a 401. A refused token is logged
     `web.auth_failed` within `limit`'s rate (anyone can send one) and always counted."""
     try:
@@ -123,7 +122,7 @@ def authenticate(config: Config, request: web.Request, limit: LogLimit) -> Opera
         raise _unauthorized(
             "this needs a token: send 'Authorization: Bearer <token>'", invalid=False
         )
-    operator = config.operator_by_token(token)
+    operator = operators.by_token(token)
     if operator is None:
         limit.warning(
             log,
@@ -136,7 +135,7 @@ def authenticate(config: Config, request: web.Request, limit: LogLimit) -> Opera
     return operator
 
 
-def auth_middleware(config: Config, limit: LogLimit) -> Middleware:
+def auth_middleware(operators: Operators, limit: LogLimit) -> Middleware:
     """Authenticates every request to a non-public route and checks its role; `limit`
     holds back the log lines of refused tokens past its rate."""
 
@@ -148,7 +147,7 @@ def auth_middleware(config: Config, limit: LogLimit) -> Middleware:
         needed = route_access(match.route)
         if needed == "public":
             return await handler(request)
-        operator = authenticate(config, request, limit)
+        operator = authenticate(operators, request, limit)
         if not allows(operator, needed):
             log.info("web.forbidden", operator=operator.name, needed=needed, path=request.path)
             raise ApiError(403, "forbidden", f"this needs the {needed} role", needed=needed)
