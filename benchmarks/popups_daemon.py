@@ -4,7 +4,7 @@ timed, and with `--naive` the baseline's naive popup hub in place of pbxlink's.
 The naive hub is what a first hub usually looks like: for each frame, `await ws.send(frame)`
 to each recipient in turn, from one sender task (on_update cannot await, so frames wait for it
 in one unbounded queue, in order). Everything else is pbxlink's: the same routing, the same
-messages built and encoded once per update (it only replaces `Hub._send`), the same
+messages built and encoded once per update (it only replaces `Hub.send`), the same
 connections and welcome. So the two hubs differ in one thing: how a frame gets from the
 daemon to the sockets. While every client reads, `send` rarely waits; once one client stops
 reading and its buffers fill, every `send` after it waits for it.
@@ -24,7 +24,7 @@ import gc
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
@@ -57,9 +57,10 @@ class NaiveHub(Hub):
                 await self._sender
         await super().close()
 
-    def _send(self, recipients: set[_Client], build: Callable[[], Message]) -> None:
+    def send(self, sessions: Iterable[int], message: Message) -> None:
+        recipients = tuple(c for s in sessions if (c := self._sessions.get(s)) is not None)
         if recipients:
-            self._outbox.put_nowait((tuple(recipients), messages.encode(build())))
+            self._outbox.put_nowait((recipients, messages.encode(message)))
 
     async def _send_all(self) -> None:
         while True:
