@@ -34,13 +34,12 @@ from browser_harness import (
 from playwright.async_api import Browser, Locator, Page, async_playwright
 from playwright.async_api import expect as pw_expect
 
-from pbxlink.calls.record import CallRecord
 from pbxlink.calls.updates import Ringing
 from pbxlink.daemon import TICK_S
 from pbxlink.sim.scenario import Scenario
 from pbxlink.web import page
 
-from conftest import TRACES, need
+from conftest import TRACES, make_record, need
 
 # the browser is started once per module, so the async tests share the module's event loop
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -403,15 +402,19 @@ def seed_calls(run: Running, client_id: int, number: str) -> None:
         extension = ("101", "102", "103")[i % 3]
         ours = i % 3 == 0
         caller = number if ours else f"+99559900{i:04d}"
-        record = CallRecord(f"seed-{i}", started, "inbound", caller, "", "5551000", status)
-        record.offered_at = started
-        record.extensions_rung = [extension]
-        record.wait_s = 3.0 + i % 20
-        if status == "answered":
-            record.answered_by = extension
-            record.answered_at = started + record.wait_s
-            record.talk_s = 30.0 + 7 * i
-        record.ended_at = started + record.wait_s + record.talk_s
+        answered = status == "answered"
+        record = make_record(
+            call_id=f"seed-{i}",
+            started_at=started,
+            caller_number=caller,
+            called_number="5551000",
+            status=status,
+            offered_at=started,
+            extensions_rung=[extension],
+            answered_by=extension if answered else None,
+            wait_s=3.0 + i % 20,
+            talk_s=30.0 + 7 * i if answered else 0.0,
+        )
         run.daemon.store.submit(record, client_id=client_id if ours else None)
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -23,30 +24,14 @@ from pbxlink.calllog.schema import MIGRATIONS, migrate
 from pbxlink.calllog.store import RECENT_EXTENSION_SQL, RECENT_SQL
 from pbxlink.calls.record import CallRecord
 
-from conftest import ROOT
+from conftest import ROOT, make_record
 
 T0 = 1_760_000_000.123456
 
 
-def make(i: int, **changes: object) -> CallRecord:
-    """An answered inbound call, one second after the previous one."""
-    record = CallRecord(
-        call_id=f"1760000000.{i}",
-        started_at=T0 + i,
-        direction="inbound",
-        caller_number="+995322000000",
-        caller_name="",
-        called_number="0322100100",
-        status="answered",
-        answered_at=T0 + i + 4.5,
-        ended_at=T0 + i + 64.25,
-        extensions_rung=["101", "102"],
-        answered_by="101",
-        wait_s=4.5,
-        talk_s=59.75,
-        hangup_cause=16,
-    )
-    return dataclasses.replace(record, **changes)  # type: ignore[arg-type]
+def make(i: int, **fields: Any) -> CallRecord:
+    """The i-th call of a test, one second after the previous one (make_record's call)."""
+    return make_record(**{"call_id": f"1760000000.{i}", "started_at": T0 + i, **fields})
 
 
 async def written(store: CallLogStore, n: int, timeout: float = 10.0) -> None:
@@ -82,15 +67,6 @@ async def opened(db_path: Path) -> AsyncIterator[Opener]:
         await store.close()
 
 
-@pytest.fixture
-async def store(opened: Opener) -> AsyncIterator[CallLogStore]:
-    s = await opened()
-    task = asyncio.create_task(s.run())
-    yield s
-    await s.close()
-    await asyncio.wait_for(task, 5)
-
-
 def raw(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     """SQL on a connection of its own, committed and closed: what another process sees."""
     with contextlib.closing(sqlite3.connect(path)) as db, db:
@@ -100,6 +76,7 @@ def raw(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[obj
 # -- what goes in comes out ----------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("writer")
 async def test_round_trip_of_every_field(store: CallLogStore) -> None:
     full = CallRecord(
         call_id="1760000000.77",
@@ -189,6 +166,7 @@ async def test_same_call_id_twice_is_one_row_also_across_reopen(
     assert raw(db_path, "SELECT count(*) FROM call_extensions") == [(3,)]
 
 
+@pytest.mark.usefixtures("writer")
 async def test_a_complete_record_replaces_a_partial_one_never_the_reverse(
     store: CallLogStore,
 ) -> None:
@@ -211,6 +189,7 @@ async def test_a_complete_record_replaces_a_partial_one_never_the_reverse(
 # -- group commit and the writer ------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("writer")
 async def test_a_burst_is_written_in_few_transactions(store: CallLogStore) -> None:
     for i in range(1000):
         store.submit(make(i))
@@ -221,6 +200,7 @@ async def test_a_burst_is_written_in_few_transactions(store: CallLogStore) -> No
     assert await store.count() == 1000
 
 
+@pytest.mark.usefixtures("writer")
 async def test_a_trickle_is_committed_at_once_not_after_a_delay(store: CallLogStore) -> None:
     started = time.monotonic()
     store.submit(make(1))
@@ -450,17 +430,14 @@ async def test_the_indexes_exist_and_the_log_queries_use_them(store: CallLogStor
 # -- kill -9 --------------------------------------------------------------------------------------
 
 CHILD = """
-import asyncio, dataclasses, os, signal, sys
+import asyncio, os, signal, sys
 from pathlib import Path
+sys.path.insert(0, "tests")  # conftest's make_record; the child runs in the repository
+from conftest import make_record
 from pbxlink.calllog import CallLogStore
-from pbxlink.calls.record import CallRecord
 
 def make(i):
-    return CallRecord(
-        call_id=f"c{i}", started_at=1.76e9 + i, direction="inbound", caller_number="555",
-        caller_name="ნინო", called_number="100", status="answered", answered_at=1.76e9 + i + 1,
-        ended_at=1.76e9 + i + 9, extensions_rung=["101", "102"], answered_by="101",
-    )
+    return make_record(call_id=f"c{i}", started_at=1.76e9 + i, caller_name="ნინო")
 
 async def main(path, n):
     store = CallLogStore(Path(path), max_batch=64)

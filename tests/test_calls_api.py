@@ -39,7 +39,7 @@ from pbxlink.config import Config
 from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
 
-from conftest import FakeStatus, session_to
+from conftest import FakeStatus, make_record, session_to
 
 TZ = ZoneInfo("Europe/Berlin")
 NUMBERS = PhoneNumbers("GE")
@@ -456,7 +456,7 @@ async def test_every_written_form_of_a_number_finds_the_same_calls(log: Log) -> 
 
 async def test_missed_for_an_extension_means_it_rang_and_nobody_answered(tmp_path: Path) -> None:
     async with opened_log(tmp_path / "pbxlink.sqlite3", 0) as lg:
-        base = CallRecord("c", T0, "inbound", "+995555123456", "", DIDS[0], "no_answer")
+        base = make_record(called_number=DIDS[0], status="no_answer", extensions_rung=[])
         calls = [
             # the ring group rang 101 and 102, 102 answered: 101 missed nothing
             dataclasses.replace(base, call_id="group", status="answered",

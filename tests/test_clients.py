@@ -4,7 +4,6 @@ search in any script, photos, and the lookup cache."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sqlite3
 import statistics
 import time
@@ -14,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from pbxlink.calllog import CallLogStore
-from pbxlink.calllog.rows import COLUMNS, PLACEHOLDERS, to_row
 from pbxlink.calllog.schema import MIGRATIONS
-from pbxlink.calls.record import CallRecord
 from pbxlink.clients import photos
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import (
@@ -29,6 +26,8 @@ from pbxlink.clients.model import (
     fold,
 )
 from pbxlink.clients.numbers import PhoneNumbers
+
+from conftest import T0, insert_call, make_record
 
 GE = PhoneNumbers("GE")
 FORMS = ["+995 32 212 34 56", "0322123456", "00995322123456", "322123456"]
@@ -51,29 +50,6 @@ def open_directory(tmp_path: Path, **kwargs: object) -> Directory:
 async def directory(tmp_path: Path) -> AsyncIterator[Directory]:
     async with open_directory(tmp_path) as d:
         yield d
-
-
-def add_call(path: Path, call_id: str, client_id: int | None, started_at: float) -> None:
-    """A call in the log linked to a client, as the daemon will store it."""
-    record = CallRecord(
-        call_id=call_id,
-        started_at=started_at,
-        direction="inbound",
-        caller_number="+995555123456",
-        caller_name="",
-        called_number="0322100100",
-        status="answered",
-        answered_at=started_at + 3,
-        ended_at=started_at + 60,
-        answered_by="101",
-        wait_s=3.0,
-        talk_s=57.0,
-    )
-    with sqlite3.connect(path) as db:
-        db.execute(
-            f"INSERT INTO calls ({COLUMNS}, client_id) VALUES ({PLACEHOLDERS}, ?)",
-            (*to_row(record), client_id),
-        )
 
 
 def call_owners(path: Path) -> dict[str, int | None]:
@@ -171,10 +147,10 @@ async def test_a_new_number_of_a_known_client_merges_the_potential_with_its_call
     known = await directory.create(
         {"name": "Ketevan", "company": "Tbilisi Bakery", "phones": ["+995 32 212 34 56"]}
     )
-    add_call(directory.path, "old.1", known.id, 1_760_000_000.0)
+    insert_call(directory.path, make_record(call_id="old.1"), known.id)
     potential = await directory.register_unknown("0555123456")  # she calls from her mobile
     assert potential is not None
-    add_call(directory.path, "new.1", potential.id, 1_760_000_100.0)
+    insert_call(directory.path, make_record(call_id="new.1", started_at=T0 + 100), potential.id)
 
     added = await directory.add_phone(known.id, "+995 555 12 34 56", "mobile")
 
@@ -242,8 +218,8 @@ async def test_merge_moves_phones_orders_and_calls_in_one_go(directory: Director
         }
     )
     await directory.add_order(gone.id, {"number": "A-1", "debt": 120.5})
-    add_call(directory.path, "c1", gone.id, 1_760_000_000.0)
-    add_call(directory.path, "c2", keep.id, 1_760_000_050.0)
+    insert_call(directory.path, make_record(call_id="c1"), gone.id)
+    insert_call(directory.path, make_record(call_id="c2", started_at=T0 + 50), keep.id)
 
     merged = await directory.merge(keep.id, gone.id)
 
@@ -275,7 +251,7 @@ async def test_deleting_a_client_keeps_its_calls_unlinked(directory: Directory) 
     await directory.add_order(client.id, {"number": "1"})
     client = await directory.set_photo(client.id, PNG, "image/png")
     photo = directory.photos_dir / str(client.photo)
-    add_call(directory.path, "c1", client.id, 1_760_000_000.0)
+    insert_call(directory.path, make_record(call_id="c1"), client.id)
     await directory.delete(client.id)
     assert call_owners(directory.path) == {"c1": None}
     assert not photo.exists()
@@ -523,8 +499,7 @@ async def test_directory_and_call_log_share_one_database(tmp_path: Path) -> None
     try:
         async with open_directory(tmp_path) as directory:
             client = await directory.create({"name": "A"})
-            record = CallRecord("c1", 1_760_000_000.0, "inbound", "0555", "", "100", "busy")
-            store.submit(dataclasses.replace(record, ended_at=1_760_000_001.0))
+            store.submit(make_record(call_id="c1", status="busy"))
             await store.flush()
             with sqlite3.connect(path) as db:
                 db.execute("UPDATE calls SET client_id = ? WHERE call_id = 'c1'", (client.id,))
@@ -556,8 +531,8 @@ async def test_the_lookup_queries_use_the_indexes(directory: Directory) -> None:
 async def test_calls_of_is_newest_first_and_limited(directory: Directory) -> None:
     client = await directory.create({"name": "A"})
     for i in range(5):
-        add_call(directory.path, f"c{i}", client.id, 1_760_000_000.0 + i)
-    add_call(directory.path, "other", None, 1_760_000_100.0)
+        insert_call(directory.path, make_record(call_id=f"c{i}", started_at=T0 + i), client.id)
+    insert_call(directory.path, make_record(call_id="other", started_at=T0 + 100), None)
     calls = await directory.calls_of(client.id, limit=3)
     assert [c.call_id for c in calls] == ["c4", "c3", "c2"]
     with pytest.raises(NotFound):

@@ -4,7 +4,6 @@ errors that name the field, photos, merges and the per-client call history."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pbxlink.calllog.rows import COLUMNS, PLACEHOLDERS, extension_rows, to_row
-from pbxlink.calls.record import CallRecord
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.config import Config
@@ -22,7 +19,7 @@ from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
 from pbxlink.web.auth import route_access
 
-from conftest import FakeStatus, session_to
+from conftest import FakeStatus, insert_call, make_record, session_to
 
 TOKENS = {
     "operator": "op-token-101-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
@@ -90,26 +87,6 @@ async def invalid(
     assert error["field"] == field, error
     assert field.split("[")[0].split(".")[0] in error["message"], error
     return error
-
-
-def add_call(path: Path, call_id: str, client_id: int, started_at: float) -> None:
-    """A call that rang the operator's 101, written as the call log store writes one (its
-    call_extensions too: an operator sees only the calls of their own extensions)."""
-    record = CallRecord(
-        call_id, started_at, "inbound", "+995555123456", "", "0322100100", "no_answer"
-    )
-    record.ended_at = started_at + 20
-    record.extensions_rung = ["101"]
-    with sqlite3.connect(path) as db:
-        db.execute(
-            f"INSERT INTO calls ({COLUMNS}, client_id) VALUES ({PLACEHOLDERS}, ?)",
-            (*to_row(record), client_id),
-        )
-        db.executemany(
-            "INSERT INTO call_extensions (call_id, extension, role, started_at) "
-            "VALUES (?, ?, ?, ?)",
-            extension_rows(record),
-        )
 
 
 # -- authentication and roles ---------------------------------------------------------------------
@@ -220,7 +197,7 @@ async def test_add_number_from_the_live_card_merges_the_potential_and_its_calls(
     known = await call(http, "POST", "/api/clients", {"name": "Ketevan"}, expect=201)
     potential = await directory.register_unknown("0555123456")
     assert potential is not None
-    add_call(directory.path, "c1", potential.id, 1_760_000_000.0)
+    insert_call(directory.path, make_record(call_id="c1", status="no_answer"), potential.id)
 
     added = await call(
         http,
@@ -249,7 +226,7 @@ async def test_merge_by_an_admin(http: aiohttp.ClientSession, directory: Directo
         http, "POST", "/api/clients", {"name": "Ana 2", "phones": ["0555123456"]}, expect=201
     )
     await call(http, "POST", f"/api/clients/{gone['id']}/orders", {"number": "9"}, expect=201)
-    add_call(directory.path, "c1", gone["id"], 1_760_000_000.0)
+    insert_call(directory.path, make_record(call_id="c1", status="no_answer"), gone["id"])
     merged = await call(
         http, "POST", f"/api/clients/{keep['id']}/merge", {"gone_id": gone["id"]}, role="admin"
     )

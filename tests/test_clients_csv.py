@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import structlog
 
-from pbxlink.calllog.rows import COLUMNS, PLACEHOLDERS, to_row
-from pbxlink.calls.record import CallRecord
 from pbxlink.cli import main
 from pbxlink.clients import csvio
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
+
+from conftest import insert_call, make_record
 
 HEADER = "name,company,category,notes,city,country,responsible,phones"
 MOBILES = (551, 555, 557, 558, 568, 571, 574, 577, 579, 591, 592, 593, 595, 596, 597, 598, 599)
@@ -103,28 +103,6 @@ def sample(path: Path) -> Path:
     with path.open("w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows(rows)
     return path
-
-
-def add_call(db_path: Path, call_id: str, client_id: int) -> None:
-    record = CallRecord(
-        call_id=call_id,
-        started_at=1_700_000_000.0,
-        direction="inbound",
-        caller_number="+995555777888",
-        caller_name="",
-        called_number="0322100100",
-        status="answered",
-        answered_at=1_700_000_003.0,
-        ended_at=1_700_000_060.0,
-        answered_by="101",
-        wait_s=3.0,
-        talk_s=57.0,
-    )
-    with sqlite3.connect(db_path) as db:
-        db.execute(
-            f"INSERT INTO calls ({COLUMNS}, client_id) VALUES ({PLACEHOLDERS}, ?)",
-            (*to_row(record), client_id),
-        )
 
 
 # -- round trip ---------------------------------------------------------------------------------
@@ -394,7 +372,7 @@ async def test_an_unknown_callers_card_is_absorbed_with_its_calls(tmp_path: Path
     async with Directory(db, PhoneNumbers("GE"), photos_dir=tmp_path / "photos") as directory:
         potential = await directory.register_unknown("0555777888")
         assert potential is not None
-        add_call(db, "c1", potential.id)
+        insert_call(db, make_record(call_id="c1", caller_number="+995555777888"), potential.id)
         assert [c.id for c in await directory.lookup("+995555777888")] == [potential.id]
         path = write(tmp_path / "in.csv", f"{HEADER}\nNino,,vip,,,,,+995 555 77 78 88\n")
         report = await csvio.import_csv(directory, path)

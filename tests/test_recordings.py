@@ -14,13 +14,12 @@ import structlog
 
 from pbxlink.calllog import CallLogStore
 from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
-from pbxlink.calls.record import CallRecord
 from pbxlink.config import Config
 from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
 from pbxlink.web.recordings import OPENAPI_PATHS, PATH
 
-from conftest import FakeStatus, session_to
+from conftest import FakeStatus, make_record, session_to
 
 T0 = 1_760_000_000.0
 TOKENS = {
@@ -34,25 +33,6 @@ AUDIO = bytes(range(256)) * 4  # 1,024 bytes, every offset distinguishable mod 2
 
 def auth(who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[who]}"}
-
-
-def make_call(call_id: str, recording: str | None, rung: str = "101") -> CallRecord:
-    return CallRecord(
-        call_id=call_id,
-        started_at=T0,
-        direction="inbound",
-        caller_number="+995322000000",
-        caller_name="",
-        called_number="0322100100",
-        status="answered",
-        answered_at=T0 + 3,
-        ended_at=T0 + 60,
-        extensions_rung=[rung],
-        answered_by=rung,
-        wait_s=3.0,
-        talk_s=57.0,
-        recording=recording,
-    )
 
 
 @pytest.fixture
@@ -90,17 +70,17 @@ CALLS = {
 
 
 @pytest.fixture
-async def store(tmp_path: Path, dirs: tuple[Path, Path]) -> AsyncIterator[CallLogStore]:
+async def store(store: CallLogStore, dirs: tuple[Path, Path]) -> CallLogStore:
+    """The call log holding CALLS, Nino's, and one call of Giorgi's 102 ("theirs")."""
     monitor, outside = dirs
-    s = CallLogStore(tmp_path / "log.sqlite3")
-    await s.open()
     for call_id, name in CALLS.items():
         recording = None if name is None else name.format(monitor=monitor, outside=outside)
-        s.submit(make_call(call_id, recording))
-    s.submit(make_call("theirs", "a.wav", rung="102"))
-    await s.flush()
-    yield s
-    await s.close()
+        store.submit(make_record(call_id=call_id, recording=recording, extensions_rung=["101"]))
+    store.submit(
+        make_record(call_id="theirs", recording="a.wav", extensions_rung=["102"], answered_by="102")
+    )
+    await store.flush()
+    return store
 
 
 @pytest.fixture
@@ -329,7 +309,7 @@ async def test_access_rows_window_and_vanished_calls(store: CallLogStore) -> Non
     assert not store.note_recording_access("abs", "Nino", "listened", T0 + 59)
     assert store.note_recording_access("abs", "Nino", "listened", T0 + 61)
     store.note_recording_access("deleted-meanwhile", "Nino", "listened", T0)
-    store.submit(make_call("after", "a.wav"))  # the same batch still commits
+    store.submit(make_record(call_id="after", recording="a.wav"))  # the same batch still commits
     assert await accesses(store, "abs") == [("Nino", "listened"), ("Nino", "listened")]
     assert await store.get("after") is not None
     assert await accesses(store, "deleted-meanwhile") == []

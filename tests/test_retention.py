@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,45 +14,20 @@ import structlog
 
 from pbxlink.calllog import CallLogStore
 from pbxlink.calllog.retention import DAY_S, Retention
-from pbxlink.calls.record import CallRecord
 from pbxlink.config import RetentionConfig
+
+from conftest import make_record
 
 NOW = 1_760_000_000.0
 
 
-def make_call(call_id: str, age_days: float, recording: str | None = None) -> CallRecord:
-    started = NOW - age_days * DAY_S
-    return CallRecord(
-        call_id=call_id,
-        started_at=started,
-        direction="inbound",
-        caller_number="+995322000000",
-        caller_name="",
-        called_number="0322100100",
-        status="answered",
-        answered_at=started + 3,
-        ended_at=started + 60,
-        extensions_rung=["101", "102"],
-        answered_by="102",
-        wait_s=3.0,
-        talk_s=57.0,
-        recording=recording,
-    )
+def ago(days: float) -> float:
+    return NOW - days * DAY_S
 
 
 def count(path: Path, sql: str) -> int:
     with contextlib.closing(sqlite3.connect(path)) as db:
         return int(db.execute(sql).fetchone()[0])
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[CallLogStore]:
-    s = CallLogStore(tmp_path / "log.sqlite3")
-    await s.open()
-    task = asyncio.create_task(s.run())
-    yield s
-    await s.close()
-    await asyncio.wait_for(task, 5)
 
 
 def retention(store: CallLogStore, monitor: Path, **config: object) -> Retention:
@@ -64,7 +38,7 @@ async def test_old_calls_go_with_their_rows_new_ones_stay(
     store: CallLogStore, tmp_path: Path
 ) -> None:
     for call_id, age in [("old-40", 40), ("old-31", 31), ("new-29", 29.9), ("new-0", 0)]:
-        store.submit(make_call(call_id, age))
+        store.submit(make_record(call_id=call_id, started_at=ago(age)))
         store.note_recording_access(call_id, "Nino", "listened", NOW)
     await store.flush()
     assert count(store.path, "SELECT count(*) FROM call_extensions") == 12
@@ -83,7 +57,7 @@ async def test_old_calls_go_with_their_rows_new_ones_stay(
 
 
 async def test_calls_days_zero_keeps_everything(store: CallLogStore, tmp_path: Path) -> None:
-    store.submit(make_call("ancient", 10_000))
+    store.submit(make_record(call_id="ancient", started_at=ago(10_000)))
     await store.flush()
     keep = retention(store, tmp_path, calls_days=0, recordings=True)
     assert await keep.run_once(NOW) == 0
@@ -114,8 +88,8 @@ async def test_recordings_deleted_only_inside_the_directory(
         "no-recording": None,
     }
     for call_id, name in calls.items():
-        store.submit(make_call(call_id, 100, name))
-    store.submit(make_call("new", 1, "new.wav"))
+        store.submit(make_record(call_id=call_id, started_at=ago(100), recording=name))
+    store.submit(make_record(call_id="new", started_at=ago(1), recording="new.wav"))
     await store.flush()
     with structlog.testing.capture_logs() as logs:
         deleted = await retention(store, monitor, calls_days=30, recordings=True).run_once(NOW)
@@ -130,7 +104,7 @@ async def test_recordings_deleted_only_inside_the_directory(
 
 async def test_recordings_false_leaves_the_files(store: CallLogStore, tmp_path: Path) -> None:
     (tmp_path / "old.wav").write_bytes(b"RIFF")
-    store.submit(make_call("old", 100, "old.wav"))
+    store.submit(make_record(call_id="old", started_at=ago(100), recording="old.wav"))
     await store.flush()
     assert await retention(store, tmp_path, calls_days=30).run_once(NOW) == 1
     assert (tmp_path / "old.wav").exists()
@@ -138,9 +112,9 @@ async def test_recordings_false_leaves_the_files(store: CallLogStore, tmp_path: 
 
 async def test_small_transactions(store: CallLogStore, tmp_path: Path) -> None:
     for i in range(1200):
-        store.submit(make_call(f"old-{i:04}", 60 + i / 1000))
+        store.submit(make_record(call_id=f"old-{i:04}", started_at=ago(60 + i / 1000)))
     for i in range(10):
-        store.submit(make_call(f"new-{i}", 1))
+        store.submit(make_record(call_id=f"new-{i}", started_at=ago(1)))
     await store.flush()
     r = retention(store, tmp_path, calls_days=30, batch=500)
     assert await r.run_once(NOW) == 1200
@@ -152,11 +126,12 @@ async def test_small_transactions(store: CallLogStore, tmp_path: Path) -> None:
     assert await r.run_once(NOW) == 0 and r.transactions == 4  # one empty look
 
 
+@pytest.mark.usefixtures("writer")
 async def test_concurrent_submits_while_deleting_lose_nothing(
     store: CallLogStore, tmp_path: Path
 ) -> None:
     for i in range(1200):
-        store.submit(make_call(f"old-{i:04}", 60 + i / 1000))
+        store.submit(make_record(call_id=f"old-{i:04}", started_at=ago(60 + i / 1000)))
     await store.flush()
     r = retention(store, tmp_path, calls_days=30, batch=50)
     job = asyncio.create_task(r.run_once(NOW))
@@ -166,7 +141,7 @@ async def test_concurrent_submits_while_deleting_lose_nothing(
     while not job.done():  # the AMI reader: a new call every millisecond or so
         assert time.monotonic() < deadline, "retention did not finish"
         call_id = f"new-{len(submitted)}"
-        store.submit(make_call(call_id, 0))
+        store.submit(make_record(call_id=call_id, started_at=ago(0)))
         submitted.append(call_id)
         during += store.written > 1200 and r.transactions > 0
         await asyncio.sleep(0.001)
@@ -183,7 +158,7 @@ async def test_concurrent_submits_while_deleting_lose_nothing(
 async def test_the_daemon_task_runs_at_start_and_again_and_survives_errors(
     store: CallLogStore, tmp_path: Path
 ) -> None:
-    store.submit(make_call("old-1", 100))
+    store.submit(make_record(call_id="old-1", started_at=ago(100)))
     await store.flush()
     r = Retention(store, RetentionConfig(calls_days=30), tmp_path, clock=lambda: NOW, every_s=0.02)
     task = asyncio.create_task(r.run())
@@ -193,7 +168,7 @@ async def test_the_daemon_task_runs_at_start_and_again_and_survives_errors(
                 break
             await asyncio.sleep(0.01)
         assert await store.count() == 0  # the pass at start-up
-        store.submit(make_call("old-2", 100))
+        store.submit(make_record(call_id="old-2", started_at=ago(100)))
         await store.flush()
         for _ in range(500):
             if await store.get("old-2") is None:
@@ -227,7 +202,7 @@ async def test_files_that_cannot_be_deleted_are_counted_and_logged_once(
     still go, the files stay, one warning says why."""
     for i in range(3):
         (tmp_path / f"old-{i}.wav").write_bytes(b"RIFF")
-        store.submit(make_call(f"old-{i}", 100, f"old-{i}.wav"))
+        store.submit(make_record(call_id=f"old-{i}", started_at=ago(100), recording=f"old-{i}.wav"))
     await store.flush()
 
     def read_only(self: Path, missing_ok: bool = False) -> None:

@@ -28,7 +28,7 @@ from pbxlink.web import Metrics, make_app
 from pbxlink.web.auth import route_access
 from pbxlink.web.servicelevel import OPENAPI_PATHS, PATH, REPORT_SCHEMA, add_routes
 
-from conftest import FakeStatus, session_to
+from conftest import FakeStatus, make_record, session_to
 
 TBILISI = ZoneInfo("Asia/Tbilisi")  # +04:00 all year
 BERLIN = ZoneInfo("Europe/Berlin")  # CEST -> CET on 2026-10-25 03:00, CET -> CEST 2026-03-29
@@ -61,14 +61,10 @@ def inbound(
     start = (offered if offered is not None else 0.0) - 8.0
     answered = offered + wait if status == "answered" and offered is not None else None
     ended = (answered + talk) if answered is not None else start + 8.0 + wait
-    return CallRecord(
+    return make_record(
         call_id=call_id,
         started_at=start,
-        direction="inbound",
-        caller_number="+995555123456",
-        caller_name="",
-        called_number="0322100100",
-        status=status,  # type: ignore[arg-type]
+        status=status,
         offered_at=offered,
         answered_at=answered,
         ended_at=ended,
@@ -78,7 +74,7 @@ def inbound(
         talk_s=talk,
         queue=queue,
         partial=bool(estimated),
-        estimated=list(estimated),  # type: ignore[arg-type]
+        estimated=list(estimated),
     )
 
 
@@ -108,16 +104,14 @@ CALLS[7].started_at = nov("10:20")  # c8, the IVR hang-up: Nov 1, 10:20
 CALLS[7].ended_at = nov("10:20") + 20
 CALLS[11].started_at = nov("13:00", 3)
 CALLS[11].ended_at = nov("13:00", 3) + 30
-OUTBOUND = CallRecord(
-    "c9", nov("10:30"), "outbound", "101", "", "+995322000000", "answered",
-    offered_at=None, answered_at=nov("10:30") + 5, ended_at=nov("10:31"),
-    extensions_rung=[], talk_s=55.0, wait_s=5.0,
+OUTBOUND = make_record(
+    call_id="c9", started_at=nov("10:30"), direction="outbound", caller_number="101",
+    called_number="+995322000000", answered_at=nov("10:30") + 5, ended_at=nov("10:31"),
+    extensions_rung=[], answered_by=None, talk_s=55.0, wait_s=5.0,
 )  # fmt: skip
 
 
-async def opened_store(path: Path, calls: list[CallRecord]) -> CallLogStore:
-    store = CallLogStore(path)
-    await store.open()
+async def seeded(store: CallLogStore, calls: list[CallRecord]) -> CallLogStore:
     for call in calls:
         store.submit(call)
     await store.flush()
@@ -125,11 +119,17 @@ async def opened_store(path: Path, calls: list[CallRecord]) -> CallLogStore:
     return store
 
 
+async def opened_store(path: Path, calls: list[CallRecord]) -> CallLogStore:
+    """A call log of its own at `path`, holding `calls`; the caller closes it."""
+    store = CallLogStore(path)
+    await store.open()
+    return await seeded(store, calls)
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[CallLogStore]:
-    s = await opened_store(tmp_path / "pbxlink.sqlite3", [*CALLS, OUTBOUND])
-    yield s
-    await s.close()
+async def store(store: CallLogStore) -> CallLogStore:
+    """The call log holding the hand-made set and one outbound call."""
+    return await seeded(store, [*CALLS, OUTBOUND])
 
 
 def make_config(tz: dt.tzinfo = TBILISI, **thresholds: Any) -> Config:

@@ -29,12 +29,12 @@ import aiosqlite
 import pytest
 
 from pbxlink.calllog import CallLogStore
-from pbxlink.calls.record import CallRecord
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.sim.scenario import Scenario
 from pbxlink.sim.server import AmiSimulator
 
+from conftest import make_record
 from test_daemon import SECRET, raw_config, write_config
 
 #: shipped inbound calls whose caller is a 10-digit 06... number, replaced per copy
@@ -77,18 +77,6 @@ def reap_daemons() -> Iterator[None]:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=10)
-
-
-def ringing(call_id: str) -> CallRecord:
-    return CallRecord(
-        call_id=call_id,
-        started_at=1_760_000_000.0,
-        direction="inbound",
-        caller_number="0690000001",
-        caller_name="",
-        called_number="0322100100",
-        status="no_answer",
-    )
 
 
 def db_ids(db: Path, table: str) -> set[str]:
@@ -172,10 +160,11 @@ async def test_a_lookup_cancelled_while_it_waits_for_the_write_lock_leaves_it_fr
         # BEGIN the cancelled registration left behind (and whatever ended it)
         assert directory._writer is not None
         await directory._writer.execute("SELECT 1")
-        record = dataclasses.replace(
-            ringing("1760000000.1"), status="no_answer", ended_at=1_760_000_010.0, wait_s=10.0
+        store.submit(
+            make_record(
+                call_id="1760000000.1", caller_number="0690000001", status="no_answer", wait_s=10.0
+            )
         )
-        store.submit(record)
         await store.close()
         assert db_ids(path, "calls") == {"1760000000.1"}
         assert await directory.lookup("0690000001") == []  # the registration did not happen
@@ -194,7 +183,8 @@ async def test_close_keeps_the_snapshots_of_a_batch_still_in_flight(tmp_path: Pa
     try:
         async with aiosqlite.connect(path, isolation_level=None) as other:
             await other.execute("BEGIN IMMEDIATE")  # the batch waits for the write lock
-            store.note_open(ringing("1760000000.7"), 1_760_000_001.0)
+            ringing = make_record(call_id="1760000000.7", status="no_answer", ended_at=None)
+            store.note_open(ringing, 1_760_000_001.0)
             await asyncio.sleep(0.2)
             assert store.queue_depth == 0 and not writer.done()
             writer.cancel()  # the daemon's TaskGroup, on SIGTERM

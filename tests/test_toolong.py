@@ -22,19 +22,18 @@ from pbxlink.config import Config, Thresholds
 from pbxlink.daemon import Daemon
 from pbxlink.replay import read_chunks, replay
 
-from conftest import lab_tracker
+from conftest import lab_tracker, make_record
 
 T0 = 1_760_000_000.0
 RULE = Thresholds(too_long_call_s=60.0, too_long_inbound_s=30.0)
 
 
-def call(call_id: str = "c1", direction: str = "inbound", **changes: object) -> CallRecord:
-    record = CallRecord(call_id, T0, direction, "+995322000000", "", "0322100100", "answered")  # type: ignore[arg-type]
-    return dataclasses.replace(record, **changes)  # type: ignore[arg-type]
-
-
 def answered(call_id: str = "c1", direction: str = "inbound", at: float = T0 + 5) -> Answered:
-    return Answered(at, call(call_id, direction, answered_at=at, answered_by="101"), "101")
+    """101 answers: the snapshot of a call in progress."""
+    call = make_record(
+        call_id=call_id, started_at=T0, direction=direction, answered_at=at, ended_at=None
+    )
+    return Answered(at, call, "101")
 
 
 def ended(record: CallRecord, at: float) -> CallEnded:
@@ -63,7 +62,7 @@ def test_told_once_when_the_talk_time_passes_the_threshold_of_its_direction() ->
 
 def test_unanswered_calls_are_never_too_long() -> None:
     watch = TooLongWatch(RULE)
-    ringing = call("c1", status="no_answer")
+    ringing = make_record(call_id="c1", started_at=T0, status="no_answer", ended_at=None)
     watch.update(CallStarted(T0, ringing))
     assert watch.tick(T0 + 10_000) == []
     assert watch.watched == 0
@@ -110,11 +109,11 @@ def test_a_too_long_update_fed_back_changes_nothing() -> None:
 
 
 def test_is_too_long_for_final_records() -> None:
-    assert is_too_long(RULE, call(answered_at=T0, talk_s=30.001))
-    assert not is_too_long(RULE, call(answered_at=T0, talk_s=30.0))
-    assert not is_too_long(RULE, call(direction="outbound", answered_at=T0, talk_s=59.0))
-    assert is_too_long(RULE, call(direction="internal", answered_at=T0, talk_s=61.0))
-    assert not is_too_long(RULE, call(talk_s=1000.0))  # never answered
+    assert is_too_long(RULE, make_record(talk_s=30.001))
+    assert not is_too_long(RULE, make_record(talk_s=30.0))
+    assert not is_too_long(RULE, make_record(direction="outbound", talk_s=59.0))
+    assert is_too_long(RULE, make_record(direction="internal", talk_s=61.0))
+    assert not is_too_long(RULE, make_record(answered_at=None, talk_s=1000.0))  # never answered
 
 
 # -- a real trace --------------------------------------------------------------------------------
@@ -157,7 +156,15 @@ def test_daemon_tick_hands_too_long_to_listeners(tmp_path: Path) -> None:
     daemon = Daemon(config, clock=lambda: T0)
     heard: list[CallUpdate] = []
     daemon.listeners.append(heard.append)
-    up = Answered(T0, call("c1", "internal", caller_number="101", answered_at=T0), "102")
+    internal = make_record(
+        call_id="c1",
+        started_at=T0,
+        direction="internal",
+        caller_number="101",
+        answered_at=T0,
+        ended_at=None,
+    )
+    up = Answered(T0, internal, "102")
     daemon._dispatch([up])  # internal: no directory lookup, nothing needs opening
     daemon._tick(T0 + 5)
     assert heard == [up]
@@ -178,7 +185,7 @@ async def test_the_log_flags_too_long_calls_also_when_a_partial_row_is_completed
     store = CallLogStore(path, too_long=RULE)
     await store.open()
     try:
-        base = call(answered_at=T0 + 5, ended_at=T0 + 100)
+        base = make_record(started_at=T0, answered_at=T0 + 5, ended_at=T0 + 100)
         store.submit(dataclasses.replace(base, call_id="long-in", talk_s=95.0))
         store.submit(dataclasses.replace(base, call_id="short-in", talk_s=30.0))
         store.submit(dataclasses.replace(base, call_id="out", direction="outbound", talk_s=59.0))
@@ -200,7 +207,7 @@ async def test_a_store_without_thresholds_flags_nothing(tmp_path: Path) -> None:
     path = tmp_path / "log.sqlite3"
     store = CallLogStore(path)
     await store.open()
-    store.submit(call(answered_at=T0, ended_at=T0 + 99_999, talk_s=99_999.0))
+    store.submit(make_record(talk_s=99_999.0))
     await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT too_long FROM calls").fetchall() == [(0,)]
