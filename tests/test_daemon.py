@@ -27,6 +27,8 @@ from pbxlink.daemon import Daemon
 from pbxlink.sim.scenario import load_scenarios
 from pbxlink.sim.server import AmiSimulator, FinishedCall
 
+from conftest import logged
+
 SECRET = "s3cret-for-tests"
 SPEED = 20.0
 PING_S = 0.5
@@ -82,7 +84,7 @@ async def stored(state: Path) -> dict[str, CallRecord]:
     store = CallLogStore(state / "pbxlink.sqlite3")
     await store.open()
     try:
-        return {r.call_id: r for r in await store.recent(limit=10_000)}
+        return {r.call_id: r for r in await logged(store)}
     finally:
         await store.close()
 

@@ -16,7 +16,7 @@ from pbxlink.calllog import CallLogStore
 from pbxlink.calllog.retention import DAY_S, Retention
 from pbxlink.config import RetentionConfig
 
-from conftest import make_record
+from conftest import logged, make_record
 
 NOW = 1_760_000_000.0
 
@@ -45,7 +45,7 @@ async def test_old_calls_go_with_their_rows_new_ones_stay(
     with structlog.testing.capture_logs() as logs:
         deleted = await retention(store, tmp_path, calls_days=30).run_once(NOW)
     assert deleted == 2
-    assert [r.call_id for r in await store.recent()] == ["new-0", "new-29"]
+    assert [r.call_id for r in await logged(store)] == ["new-0", "new-29"]
     path = store.path
     assert count(path, "SELECT count(*) FROM call_extensions WHERE call_id LIKE 'old%'") == 0
     assert count(path, "SELECT count(*) FROM call_extensions WHERE call_id LIKE 'new%'") == 6

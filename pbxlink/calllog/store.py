@@ -74,14 +74,6 @@ _SELECT_ACCESS = (
 )
 # a player fetches a file in many Range requests: one row per (call, operator, action) a minute
 ACCESS_EVERY_S = 60.0
-RECENT_SQL = f"{_SELECT} ORDER BY started_at DESC, call_id DESC LIMIT ?"
-# the extension's index, newest first, read only as far as the limit; then those rows' calls
-RECENT_EXTENSION_SQL = (
-    f"SELECT {', '.join('c.' + f for f in RECORD_FIELDS)} FROM "
-    "(SELECT DISTINCT started_at, call_id FROM call_extensions WHERE extension = ? "
-    "ORDER BY started_at DESC, call_id DESC LIMIT ?) AS e "
-    "JOIN calls AS c USING (call_id) ORDER BY e.started_at DESC, e.call_id DESC"
-)
 
 
 @dataclasses.dataclass(slots=True)
@@ -474,14 +466,6 @@ class CallLogStore:
 
     async def count(self) -> int:
         return int((await self._fetch("SELECT count(*) FROM calls"))[0][0])
-
-    async def recent(self, limit: int = 50, extension: str | None = None) -> list[CallRecord]:
-        """Newest first; with `extension`, the calls it made, rang for, answered or took."""
-        if extension is None:
-            rows = await self._fetch(RECENT_SQL, (limit,))
-        else:
-            rows = await self._fetch(RECENT_EXTENSION_SQL, (extension, limit))
-        return [from_row(row) for row in rows]
 
 
 def _dump(record: CallRecord) -> dict[str, object]:
