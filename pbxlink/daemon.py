@@ -19,8 +19,8 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 
@@ -28,29 +28,14 @@ from pbxlink.ami.framing import Message
 from pbxlink.ami.link import AmiLink, AuthError
 from pbxlink.calllog import CallLogStore
 from pbxlink.calllog.retention import Retention
-from pbxlink.calls import CallRecord, CallTracker, CallUpdate, TooLong
+from pbxlink.calls import CallTracker, CallUpdate
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.identify import Identifier
 from pbxlink.clients.sources import LookupChain
 from pbxlink.config import Config, ConfigError
 from pbxlink.config import load as load_config
-from pbxlink.desk import (
-    Alert,
-    CardCompleted,
-    ClientsChanged,
-    Close,
-    Desk,
-    LinkClient,
-    LookedUp,
-    Lookup,
-    Record,
-    Refresh,
-    Refreshed,
-    RosterChanged,
-    Send,
-    Snapshot,
-    Tick,
-)
+from pbxlink.desk import Desk, RosterChanged, Tick
+from pbxlink.desk_adapter import DeskAdapter
 from pbxlink.hub import Hub
 from pbxlink.lock import DatabaseLock
 from pbxlink.operators import Operator, Operators, hash_token
@@ -63,7 +48,6 @@ from pbxlink.web import Metrics, WebServer, make_app, serve
 log = structlog.get_logger("pbxlink.daemon")
 
 TICK_S = 5.0
-REFRESH_DELAY_S = 0.2  # client edits within this long refresh the cards once
 T = TypeVar("T")
 EXIT_AUTH = 78  # EX_CONFIG: the unit's RestartPreventExitStatus stops a restart loop
 
@@ -90,28 +74,16 @@ class Daemon:
         clients = config.clients
         self.sources = LookupChain(list(clients.sources), clients.lookup_budget_ms / 1000)
         self.metrics = Metrics()
-        self.identifier = Identifier(self.directory, self.sources, self.metrics.observe_lookup)
+        identifier = Identifier(self.directory, self.sources, self.metrics.observe_lookup)
         self.operators = Operators(config.operators)
         self.desk = Desk(
             company=config.company, operators=config.operators, too_long=config.thresholds
         )
-        self.hub = Hub(config, self.operators, self._tell)  # the popups' transport
-        self.operators.listeners.append(lambda ops: self._tell(RosterChanged(ops)))
-        self.directory.listeners.append(self._clients_changed)
+        self.hub = Hub(config, self.operators, lambda event: self.desk_adapter.tell(event))
+        self.desk_adapter = DeskAdapter(self.desk, self.hub, self.store, identifier, self.metrics)
+        self.operators.listeners.append(lambda ops: self.desk_adapter.tell(RosterChanged(ops)))
+        self.directory.listeners.append(self.desk_adapter.clients_changed)
         self.metrics.bind_hub(self.hub)
-        self._commands: dict[type, Callable[[Any], None]] = {
-            Send: lambda c: self.hub.send(c.sessions, c.message),
-            Close: lambda c: self.hub.close_session(c.session, c.code, c.reason),
-            Snapshot: lambda c: self.store.note_open(c.call, c.at),
-            Record: self._record,
-            LinkClient: lambda c: self.store.set_client(c.call_id, c.client_id),
-            Lookup: lambda c: self._spawn(self._lookup(c.call_id, c.number)),
-            Refresh: lambda c: self._spawn(self._refresh(c.calls)),
-            Alert: self._alert,
-        }
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._stale = False  # the directory changed: cards of calls in progress to re-read
-        self._refreshing: asyncio.Task[None] | None = None
         self.simulator: AmiSimulator | None = None
         self.link: AmiLink | None = None
         self.web_port: int | None = None
@@ -292,9 +264,7 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             loop.remove_signal_handler(signal.SIGHUP)
             self.link.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.desk_adapter.close()
             await self.hub.close()
             await self.store.close()
             await self.sources.close()
@@ -304,59 +274,6 @@ class Daemon:
                 await self.simulator.close()
             log.info("daemon.stopped", code=code, written=self.store.written)
         return code
-
-    # -- the desk's commands -------------------------------------------------------------------
-
-    def _tell(self, event: object) -> None:
-        """One input for the desk (a call update, a lookup's answer, a session, a roster, time);
-        its commands carried out at once, in order. On the AMI read path: nothing waits."""
-        for command in self.desk.handle(event):
-            try:
-                self._commands[type(command)](command)
-            except Exception:  # a consumer's bug must not stop the AMI reader
-                log.exception("daemon.command_failed", command=type(command).__name__)
-
-    def _record(self, c: Record) -> None:
-        self.store.submit(c.call, client_id=c.client_id)
-        self.metrics.call_ended(c.call.status)
-        _log_ended(c.call)
-
-    def _alert(self, c: Alert) -> None:
-        self.metrics.calls_too_long += 1
-        _log_too_long(c.update)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _lookup(self, call_id: str, number: str) -> None:
-        found = await self.identifier.identify(call_id, number)
-        if found is not None:
-            self._tell(LookedUp(call_id, found.card))
-            if found.later is not None and (fields := await found.later) is not None:
-                self._tell(CardCompleted(call_id, fields))
-
-    def _clients_changed(self) -> None:
-        """The directory committed a write: edits within REFRESH_DELAY_S re-read cards once."""
-        self._stale = True
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.get_running_loop().create_task(self._debounce())
-            self._tasks.add(self._refreshing)
-            self._refreshing.add_done_callback(self._tasks.discard)
-
-    async def _debounce(self) -> None:
-        while self._stale:
-            await asyncio.sleep(REFRESH_DELAY_S)
-            self._stale = False
-            self._tell(ClientsChanged())
-
-    async def _refresh(self, calls: tuple[tuple[str, str], ...]) -> None:
-        for call_id, number in calls:
-            clients = await self.identifier.clients(call_id, number)
-            if clients is None:
-                return
-            self._tell(Refreshed(call_id, tuple(clients)))
 
     async def _wait_stop(self) -> None:
         await self._stop.wait()
@@ -369,7 +286,7 @@ class Daemon:
 
     def _tick(self, now: float) -> None:
         self._dispatch(self.tracker.tick(now))
-        self._tell(Tick(now))
+        self.desk_adapter.tell(Tick(now))
 
     def _on_up(self, at: float, uptime: float) -> None:
         if self._logins:
@@ -385,35 +302,6 @@ class Daemon:
             self._dispatch(updates)
 
     def _dispatch(self, updates: list[CallUpdate]) -> None:
+        tell = self.desk_adapter.tell
         for update in updates:
-            self._tell(update)
-
-
-def _log_ended(r: CallRecord) -> None:
-    """One journal line per call: enough to follow the PBX with `journalctl -f`."""
-    log.info(
-        "call.ended",
-        call_id=r.call_id,
-        direction=r.direction,
-        caller=r.caller_number,
-        called=r.called_number,
-        status=r.status,
-        answered_by=r.answered_by,
-        rung=r.extensions_rung,
-        wait_s=r.wait_s,
-        talk_s=r.talk_s,
-        partial=r.partial,
-    )
-
-
-def _log_too_long(u: TooLong) -> None:
-    r = u.call
-    log.info(
-        "call.too_long",
-        call_id=r.call_id,
-        direction=r.direction,
-        caller=r.caller_number,
-        answered_by=r.answered_by,
-        talk_s=u.talk_s,
-        threshold_s=u.threshold_s,
-    )
+            tell(update)

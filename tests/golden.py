@@ -315,13 +315,13 @@ async def _feed(daemon: Daemon, step: Step, gate: Gate) -> None:
     QUIET_PASSES passes of the event loop in a row: an answer just released takes a few
     passes to reach the task that waits for it."""
     if isinstance(step, float):
-        daemon._tell(Tick(step))
+        daemon.desk_adapter.tell(Tick(step))
     elif step is not None:
         daemon._dispatch([step])
     deadline = time.monotonic() + SETTLE_LIMIT_S
     quiet = 0
     while quiet < QUIET_PASSES:
-        busy = sum(not t.done() for t in daemon._tasks)
+        busy = sum(not t.done() for t in daemon.desk_adapter._tasks)
         waiting = gate.count("directory") + sum(
             not t.done() and t.get_name() == "lookup update" for t in daemon.sources._tasks
         )

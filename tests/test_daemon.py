@@ -403,7 +403,7 @@ async def test_callers_are_looked_up_registered_and_linked_in_the_log(tmp_path: 
                 "F01_ringgroup_georgian_caller_2002_answers",
             ):
                 await sim.wait_played(sim.play_once([scenario]))
-                await until(lambda: d.tracker.active_calls == 0 and not d._tasks)
+                await until(lambda: d.tracker.active_calls == 0 and not d.desk_adapter._tasks)
             await d.store.flush()
             with sqlite3.connect(tmp_path / "pbxlink.sqlite3") as db:
                 linked = db.execute(

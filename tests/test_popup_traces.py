@@ -290,7 +290,7 @@ async def test_internal_and_anonymous_calls_get_their_final_card_at_once(tmp_pat
                     else:
                         assert card["no_lookup"] == "withheld" and card["colleague"] is None
                         assert (card["number"], card["caller_name"]) == ("anonymous", "Anonymous")
-            await until(lambda: d.tracker.active_calls == 0 and not d._tasks)
+            await until(lambda: d.tracker.active_calls == 0 and not d.desk_adapter._tasks)
             assert await d.directory.search("", 50) == []  # no client made up for "anonymous"
 
         await run_daemon(parse(raw), body)

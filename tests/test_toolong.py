@@ -7,13 +7,14 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
+import structlog
+
 from pbxlink.calllog import CallLogStore
 from pbxlink.calls import (
     Answered,
     CallEnded,
     CallRecord,
     CallStarted,
-    CallUpdate,
     TooLong,
     Transferred,
 )
@@ -149,13 +150,11 @@ def test_real_load_trace_through_the_tracker(traces_dir: Path) -> None:
 # -- the daemon ----------------------------------------------------------------------------------
 
 
-def test_daemon_tick_hands_too_long_to_listeners(tmp_path: Path) -> None:
+def test_daemon_tick_logs_and_counts_a_too_long_call_once(tmp_path: Path) -> None:
     config = Config()
     config.storage.state_dir = tmp_path
     config.thresholds = Thresholds(too_long_internal_s=10.0)
     daemon = Daemon(config, clock=lambda: T0)
-    heard: list[CallUpdate] = []
-    daemon.listeners.append(heard.append)
     internal = make_record(
         call_id="c1",
         started_at=T0,
@@ -164,14 +163,14 @@ def test_daemon_tick_hands_too_long_to_listeners(tmp_path: Path) -> None:
         answered_at=T0,
         ended_at=None,
     )
-    up = Answered(T0, internal, "102")
-    daemon._dispatch([up])  # internal: no directory lookup, nothing needs opening
-    daemon._tick(T0 + 5)
-    assert heard == [up]
-    daemon._tick(T0 + 11)
-    daemon._tick(T0 + 20)
-    assert [type(u) for u in heard] == [Answered, TooLong]
-    assert heard[1].call_id == "c1" and heard[1].talk_s == 11.0
+    with structlog.testing.capture_logs() as logs:
+        daemon._dispatch([Answered(T0, internal, "102")])  # internal: no lookup, nothing opened
+        daemon._tick(T0 + 5)
+        assert [e for e in logs if e["event"] == "call.too_long"] == []
+        daemon._tick(T0 + 11)
+        daemon._tick(T0 + 20)
+    (told,) = [e for e in logs if e["event"] == "call.too_long"]
+    assert told["call_id"] == "c1" and told["talk_s"] == 11.0
     assert b"pbxlink_calls_too_long_total 1.0" in daemon.metrics.render()
 
 
