@@ -17,10 +17,8 @@ import dataclasses
 import gc
 import secrets
 import signal
-import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
 import structlog
 
@@ -40,15 +38,13 @@ from pbxlink.hub import Hub
 from pbxlink.lock import DatabaseLock
 from pbxlink.operators import Operator, Operators, hash_token
 from pbxlink.sim.server import AmiSimulator
-from pbxlink.startup import StartError, listen_error
+from pbxlink.startup import listening, print_demo_link, start_simulator, web_tls
 from pbxlink.systemd import notify
-from pbxlink.tls import TlsFilesError, server_context
 from pbxlink.web import Metrics, WebServer, make_app, serve
 
 log = structlog.get_logger("pbxlink.daemon")
 
 TICK_S = 5.0
-T = TypeVar("T")
 EXIT_AUTH = 78  # EX_CONFIG: the unit's RestartPreventExitStatus stops a restart loop
 
 
@@ -143,12 +139,14 @@ class Daemon:
             return await self._run()
         except BaseException:
             if not self._started:
-                await self._close_unstarted()
+                await self._close()
             raise
         finally:
             lock.release()
 
-    async def _close_unstarted(self) -> None:
+    async def _close(self) -> None:
+        """Everything start-up opened, in the order that loses nothing."""
+        await self.desk_adapter.close()
         await self.hub.close()
         await self.store.close()
         await self.sources.close()
@@ -157,15 +155,6 @@ class Daemon:
             await self._web.close()
         if self.simulator is not None:
             await self.simulator.close()
-
-    async def _listen(
-        self, section: str, host: str, port: int, start: Callable[[], Awaitable[T]]
-    ) -> T:
-        """`await start()`, a listener of `[section]`; a port taken is a StartError."""
-        try:
-            return await start()
-        except OSError as exc:
-            raise listen_error(section, host, port, exc) from None
 
     async def _run(self) -> int:
         cfg = self.config
@@ -176,21 +165,8 @@ class Daemon:
             log.info("daemon.open_calls_found", count=len(orphans))
             self.tracker.adopt(orphans)
         ami = cfg.ami
-        if ami.mode == "simulator":
-            secret = secrets.token_urlsafe(16)
-            self.simulator = AmiSimulator.from_config(
-                cfg.simulator,
-                username=ami.username,
-                secret=secret,
-                timestamps=False,
-                speed=cfg.simulator.speed,
-                pbx_timezone=cfg.tracker.pbx_timezone,
-            )
-            sim = cfg.simulator
-            await self._listen("simulator", sim.host, sim.port, self.simulator.start)
-            ami = dataclasses.replace(
-                ami, host=cfg.simulator.host, port=self.simulator.port, secret=secret, tls=False
-            )
+        if ami.mode == "simulator":  # no Asterisk configured: the built-in one, over TCP
+            self.simulator, ami = await start_simulator(cfg)
         self.link = AmiLink(
             ami,
             subscription=self.tracker.subscription(),
@@ -208,30 +184,17 @@ class Daemon:
             hub=self.hub,
             operators=self.operators,
         )
-        context = None
-        if cfg.web.tls_cert_file is not None and cfg.web.tls_key_file is not None:
-            try:
-                context = server_context(cfg.web.tls_cert_file, cfg.web.tls_key_file)
-            except TlsFilesError as exc:
-                raise StartError(f"[web] tls_cert_file: {exc}") from None
+        context = web_tls(cfg.web.tls_cert_file, cfg.web.tls_key_file)
         host, port = cfg.web.host, cfg.web.port
-        web = self._web = await self._listen(
+        web = self._web = await listening(
             "web", host, port, lambda: serve(app, host, port, ssl_context=context)
         )
         self.web_port = web.port
         self.hub.web_port = web.port  # the bound port: pages from it may open the popups
-        await self._listen("hub", cfg.hub.host, cfg.hub.port, self.hub.start)
+        await listening("hub", cfg.hub.host, cfg.hub.port, self.hub.start)
         log.info("web.listening", host=cfg.web.host, port=web.port)
-        if self.demo_token is not None:  # a person is watching the terminal: not a log line
-            host = "127.0.0.1" if cfg.web.host in ("0.0.0.0", "::") else cfg.web.host
-            print(
-                f"pbxlink demo: the operator page is {'https' if context else 'http'}://"
-                f"{host}:{web.port}/#token="
-                f"{self.demo_token} (a supervisor made up for this run; configure [[operators]]"
-                " for real ones)",
-                file=sys.stderr,
-                flush=True,
-            )
+        if self.demo_token is not None:
+            print_demo_link(cfg.web.host, web.port, context is not None, self.demo_token)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
@@ -264,14 +227,7 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             loop.remove_signal_handler(signal.SIGHUP)
             self.link.close()
-            await self.desk_adapter.close()
-            await self.hub.close()
-            await self.store.close()
-            await self.sources.close()
-            await self.directory.close()
-            await web.close()
-            if self.simulator is not None:
-                await self.simulator.close()
+            await self._close()
             log.info("daemon.stopped", code=code, written=self.store.written)
         return code
 
