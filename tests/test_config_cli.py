@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pbxlink.config import SECTIONS, ConfigError, load
+from pbxlink.operators import Operators
 
 from conftest import ROOT, TRUTH, need
 from truth_match import match_multiset
@@ -156,8 +157,9 @@ def test_check_config_and_token_commands(tmp_path: Path) -> None:
     ok = run("check-config", str(cfg))
     assert ok.returncode == 0 and "1 operator(s)" in ok.stdout
     config = load(cfg)
-    assert config.operator_by_token(token) is config.operators[0]
-    assert config.operator_by_token(token + "x") is None
+    operators = Operators(config.operators)
+    assert operators.by_token(token) is config.operators[0]
+    assert operators.by_token(token + "x") is None
     cfg.write_text("[web]\nport = 'http'\n")
     bad = run("check-config", str(cfg))
     assert bad.returncode == 2 and f"{cfg}:2: web.port" in bad.stderr
