@@ -62,3 +62,8 @@ def test_popups_benchmark_runs_both_hubs_with_a_stalled_wallboard() -> None:
         ("| naive", False),
         ("| naive", True),
     ]
+
+
+def test_hub_connections_benchmark_cycles_and_traces() -> None:
+    report = smoke("hub_connections.py")
+    assert "50 cycles in" in report and "20 more under tracemalloc" in report
