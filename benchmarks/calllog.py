@@ -59,13 +59,13 @@ from pbxlink.calllog import query
 from pbxlink.calllog.export import CSV_BATCH, iter_csv
 from pbxlink.calllog.params import day_start
 from pbxlink.calllog.rows import COLUMNS, extension_rows, from_row, to_row
-from pbxlink.calllog.schema import MIGRATIONS, connect, migrate
 from pbxlink.calllog.servicelevel import Query as SlQuery
 from pbxlink.calllog.servicelevel import service_level
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.calls.toolong import is_too_long
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.config import Thresholds
+from pbxlink.db import MIGRATIONS, connect, migrate
 from pbxlink.logs import setup_logging
 
 from machine import Others, Series, cpu_model, git_commit, size_mb, wait_quiet

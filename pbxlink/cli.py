@@ -238,9 +238,10 @@ def cmd_clients_import(args: argparse.Namespace) -> int:
     import asyncio
     import sqlite3
 
-    from pbxlink.calllog.schema import SchemaError
+    from pbxlink.calllog import relink_calls
     from pbxlink.clients import csvio
     from pbxlink.clients.directory import Directory
+    from pbxlink.db import SchemaError
 
     try:
         config = _load_or_default(args.config)
@@ -254,7 +255,7 @@ def cmd_clients_import(args: argparse.Namespace) -> int:
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
 
     async def run() -> csvio.ImportReport:
-        async with Directory.from_config(config) as directory:
+        async with Directory.from_config(config, relink_calls=relink_calls) as directory:
             return await csvio.import_csv(
                 directory,
                 args.file,
@@ -322,9 +323,9 @@ def _print_import(report: ImportReport, show: int) -> None:
 def cmd_clients_export(args: argparse.Namespace) -> int:
     import asyncio
 
-    from pbxlink.calllog.schema import SchemaError
     from pbxlink.clients import csvio
     from pbxlink.clients.directory import Directory
+    from pbxlink.db import SchemaError
 
     try:
         config = _load_or_default(args.config)

@@ -16,6 +16,7 @@ from desk_hub import Popups
 from test_calls_api import OPERATOR_EXTS, TOKENS, Log, app_config, opened_log
 from test_openapi import METHODS, routed
 
+from pbxlink.calllog import query
 from pbxlink.web import Metrics, make_app, openapi
 from pbxlink.web.auth import route_access
 
@@ -123,16 +124,17 @@ async def test_no_route_shows_an_operator_calls_of_other_extensions(tmp_path: Pa
 
 
 async def test_a_clients_history_in_a_scope(tmp_path: Path) -> None:
-    """Directory.calls_of with a scope: the calls those extensions took part in, newest
-    first; an operator without extensions sees none; no scope: every call of the client."""
+    """A client's calls (query.client_calls) in a scope: the calls those extensions took part
+    in, newest first; an operator without extensions sees none; no scope: every call of the
+    client."""
     async with opened_log(tmp_path / "pbxlink.sqlite3", 200) as lg:
         for client_id in lg.clients.values():
             theirs = [s for s in lg.calls if s.client_id == client_id]
             newest = sorted(theirs, key=lambda s: (s.record.started_at, s.record.call_id))[::-1]
             for scope in (("101",), OPERATOR_EXTS, ("106", "105")):
-                got = await lg.directory.calls_of(client_id, 500, scope=scope)
+                got = await query.client_calls(lg.store.reader, client_id, 500, scope=scope)
                 wanted = [s.record.call_id for s in newest if s.involved & set(scope)]
                 assert [c.call_id for c in got] == wanted
-            assert await lg.directory.calls_of(client_id, scope=()) == []
-            everything = await lg.directory.calls_of(client_id, 500)
+            assert await query.client_calls(lg.store.reader, client_id, 50, scope=()) == []
+            everything = await query.client_calls(lg.store.reader, client_id, 500, scope=None)
             assert [c.call_id for c in everything] == [s.record.call_id for s in newest]

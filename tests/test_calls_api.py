@@ -28,7 +28,7 @@ import aiosqlite
 import pytest
 from multidict import MultiDict
 
-from pbxlink.calllog import CallLogStore, export
+from pbxlink.calllog import CallLogStore, export, relink_calls
 from pbxlink.calllog import query as q
 from pbxlink.calllog.params import MAX_VALUES, QueryError
 from pbxlink.calllog.rows import from_row
@@ -188,7 +188,9 @@ async def seed(store: CallLogStore, calls: Sequence[Seeded]) -> None:
 @contextlib.asynccontextmanager
 async def opened_log(path: Path, n: int, seed_value: int = 5) -> AsyncIterator[Log]:
     store = CallLogStore(path)
-    directory = Directory(path, NUMBERS, photos_dir=path.parent / "photos")
+    directory = Directory(
+        path, NUMBERS, photos_dir=path.parent / "photos", relink_calls=relink_calls
+    )
     await store.open()
     try:
         async with directory:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from pbxlink.calllog import CallLogStore, relink_calls
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.config import Config
@@ -36,20 +37,27 @@ def auth(role: str) -> dict[str, str]:
 
 @pytest.fixture
 async def directory(tmp_path: Path) -> AsyncIterator[Directory]:
-    d = Directory(tmp_path / "pbxlink.sqlite3", PhoneNumbers("GE"), photos_dir=tmp_path / "photos")
+    d = Directory(
+        tmp_path / "pbxlink.sqlite3",
+        PhoneNumbers("GE"),
+        photos_dir=tmp_path / "photos",
+        relink_calls=relink_calls,
+    )
     async with d:
         yield d
 
 
 @pytest.fixture
-def app(directory: Directory) -> web.Application:
+def app(directory: Directory, store: CallLogStore) -> web.Application:
+    """The client API, with the call log it reads a client's calls from (`store`, conftest's:
+    the directory's file)."""
     config = Config(
         operators=[
             Operator("Nino", ("101",), "operator", hash_token(TOKENS["operator"])),
             Operator("Ana", (), "admin", hash_token(TOKENS["admin"])),
         ]
     )
-    return make_app(config, FakeStatus(), Metrics(), directory=directory)
+    return make_app(config, FakeStatus(), Metrics(), directory=directory, store=store)
 
 
 @pytest.fixture

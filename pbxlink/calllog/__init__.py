@@ -1,6 +1,8 @@
-"""The call log: ended calls in SQLite, written by group commit off the AMI read path."""
+"""Owns the call log's tables (calls, call_extensions, open_calls, recording_access): nothing
+else writes them. Never imports the client directory (clients/), the hub, the web or the daemon."""
 
-from pbxlink.calllog.schema import SchemaError
+from pbxlink.calllog.links import relink_calls
 from pbxlink.calllog.store import CallLogStore
+from pbxlink.db import SchemaError
 
-__all__ = ["CallLogStore", "SchemaError"]
+__all__ = ["CallLogStore", "SchemaError", "relink_calls"]

@@ -10,6 +10,10 @@ whatever the filters and however deep it is. Talk and wait orders use their own 
 
 Operators see only their calls: `scope` is their extensions, matched through
 `call_extensions` (caller, rang, answered, transferred). `None` is everyone's calls.
+
+A call's client (name, category) is read through the directory's `client_summary` view, the
+columns it publishes for other parts (db/clients_schema.py), never its tables; the number rules
+come from whoever calls (`NumberRules`): the call log imports nothing of the directory.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 import phonenumbers
@@ -42,9 +46,8 @@ from pbxlink.calllog.params import (
     one,
     seconds,
 )
-from pbxlink.calllog.schema import DIRECTIONS, STATUSES
-from pbxlink.calls.record import RECORD_FIELDS, iso_utc
-from pbxlink.clients.numbers import PhoneNumbers
+from pbxlink.calllog.rows import COLUMNS, from_row
+from pbxlink.calls.record import DIRECTIONS, RECORD_FIELDS, STATUSES, CallRecord, iso_utc
 
 MISSED = ("no_answer", "busy", "abandoned", "voicemail")
 SORTS: dict[str, tuple[str, bool]] = {  # name -> (column, descending)
@@ -100,6 +103,24 @@ class CallFilter:
     recorded: bool | None = None
 
 
+class Normalized(Protocol):
+    @property
+    def e164(self) -> str | None: ...
+
+
+class NumberRules(Protocol):
+    """What the number filter needs of the configured number rules (the directory's
+    `PhoneNumbers` has it; the web layer passes it in)."""
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def strip_prefixes(self) -> tuple[str, ...]: ...
+
+    def normalize(self, raw: str, /) -> Normalized | None: ...
+
+
 @dataclass(slots=True)
 class Page:
     items: list[dict[str, Any]]
@@ -109,7 +130,7 @@ class Page:
 # -- parsing ---------------------------------------------------------------------------------
 
 
-def number_forms(numbers: PhoneNumbers, raw: str) -> tuple[str, ...]:
+def number_forms(numbers: NumberRules, raw: str) -> tuple[str, ...]:
     """Every form the calls table may hold the number in, as Asterisk sends it.
 
     The columns keep what the PBX sent, so instead of normalising every row the number is
@@ -145,7 +166,7 @@ def number_forms(numbers: PhoneNumbers, raw: str) -> tuple[str, ...]:
 def parse_filter(
     params: Mapping[str, str],
     *,
-    numbers: PhoneNumbers,
+    numbers: NumberRules,
     tz: dt.tzinfo,
     extra: Collection[str] = PAGE_PARAMS,
 ) -> CallFilter:
@@ -272,7 +293,7 @@ ITEM_COLUMNS = ", ".join(
         "cl.category",
     ]
 )
-_JOIN_CLIENT = "LEFT JOIN clients AS cl ON cl.id = c.client_id"
+_JOIN_CLIENT = "LEFT JOIN client_summary AS cl ON cl.id = c.client_id"
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -359,7 +380,8 @@ def _conditions(
         w.add("c.client_id = ?", f.client_id)
     if f.category is not None:
         w.add(
-            "EXISTS (SELECT 1 FROM clients AS k WHERE k.id = c.client_id AND k.category = ?)",
+            "EXISTS (SELECT 1 FROM client_summary AS k "
+            "WHERE k.id = c.client_id AND k.category = ?)",
             f.category,
         )
     if f.queue is not None:
@@ -655,6 +677,30 @@ async def get(
         )
     )
     return item(tuple(rows[0])) if rows else None
+
+
+async def client_calls(
+    db: aiosqlite.Connection, client_id: int, limit: int, *, scope: Sequence[str] | None
+) -> list[CallRecord]:
+    """A client's calls, newest first (the directory's card shows them). With `scope` (an
+    operator's extensions) only the calls one of them took part in, the rule of the call log
+    API: a client's history must not show an operator others' calls."""
+    where = "client_id = ?"
+    params: list[object] = [client_id]
+    if scope is not None:
+        if not scope:
+            return []
+        where += (
+            " AND EXISTS (SELECT 1 FROM call_extensions AS x"
+            f" WHERE x.call_id = calls.call_id AND x.extension IN ({_marks(scope)}))"
+        )
+        params += scope
+    rows = await db.execute_fetchall(
+        f"SELECT {COLUMNS} FROM calls WHERE {where} "
+        "ORDER BY started_at DESC, call_id DESC LIMIT ?",
+        (*params, limit),
+    )
+    return [from_row(tuple(r)) for r in rows]
 
 
 async def visible(db: aiosqlite.Connection, call_id: str, scope: tuple[str, ...] | None) -> bool:

@@ -234,11 +234,12 @@ class Report:
 
 
 # A call's wait: the clock starts when it is offered and stops at the answer, or the end. The
-# exact text of the `calls_offered` index expression (schema.py), so SQLite reads it from there.
+# exact text of the `calls_offered` index expression (db/calllog_schema.py), so SQLite reads it
+# from there.
 WAIT_SQL = "max(coalesce(c.answered_at, c.ended_at) - c.offered_at, 0.0)"
 # Which of a call's times are estimates (CallRecord.estimated), as two bits: its talk (the
 # answer or the end is one) and its wait (the time WAIT_SQL stops at is one). The exact text
-# of the `calls_offered` index expression (schema.py, migration 6), like WAIT_SQL.
+# of the `calls_offered` index expression (db/calllog_schema.py, migration 6), like WAIT_SQL.
 TALK_ESTIMATED, WAIT_ESTIMATED = 1, 2
 ESTIMATE_SQL = (
     "CASE WHEN c.estimated = '[]' THEN 0 WHEN instr(c.estimated, CASE WHEN c.answered_at IS NULL"

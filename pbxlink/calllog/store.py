@@ -36,9 +36,9 @@ from pbxlink.calllog.rows import (
     from_row,
     to_row,
 )
-from pbxlink.calllog.schema import SchemaError, connect, migrate
 from pbxlink.calls.record import RECORD_FIELDS, CallRecord, iso_utc
 from pbxlink.calls.toolong import TooLongRule, is_too_long
+from pbxlink.db import SchemaError, connect, migrate
 
 log = structlog.get_logger("pbxlink.calllog")
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Direction = Literal["inbound", "outbound", "internal"]
 Status = Literal["answered", "no_answer", "busy", "abandoned", "voicemail", "failed"]
 #: the times a record may have had to guess (`CallRecord.estimated` names them)
 Estimated = Literal["answered_at", "ended_at"]
+DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
+STATUSES: tuple[Status, ...] = get_args(Status)
 
 #: the field names of `pbxlink replay --json`, in output order
 RECORD_FIELDS = (

@@ -1,1 +1,2 @@
-"""The client directory: who is calling, and the card an operator sees."""
+"""Owns the client directory's tables (categories, clients, client_phones, orders, the
+client_summary view): nothing else writes them. Never imports the call log (calllog/)."""

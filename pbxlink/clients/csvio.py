@@ -503,7 +503,7 @@ class _Import:
             (base, now, now),
         )
         for gone, seq in absorbed:  # as Directory._merge: the calls move, the potential goes
-            db.execute("UPDATE calls SET client_id = ? WHERE client_id = ?", (base + seq, gone))
+            db.execute(*self.directory.relink(gone, base + seq))
             db.execute("DELETE FROM main.clients WHERE id = ?", (gone,))
         db.execute(
             "INSERT INTO main.client_phones (client_id, raw, e164, tail, label) "

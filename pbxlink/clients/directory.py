@@ -1,4 +1,4 @@
-"""The client directory: who is calling, in the call log's SQLite database.
+"""The client directory: who is calling, in the SQLite file it shares with the call log.
 
 Lookups are on the way to a popup, so they are one indexed query (two for a number nobody
 has) on a read-only connection, and warm ones never leave memory: a cache keyed by the
@@ -6,6 +6,10 @@ normalised number, emptied on every write this directory makes. A lookup that ra
 does not refill the cache (the generation check), so the cache never serves a card older than
 the last commit. Writes (all of them go through this class) are short BEGIN IMMEDIATE
 transactions on a second connection, serialised by a lock; in WAL mode they never block reads.
+
+The directory writes its own tables only (db/owners.py). Its calls are the call log's: a merge
+moves them with the call log's `relink_calls`, which the composition root passes in, and a
+client's call history is read by the call log (`calllog.query.client_calls`).
 
 A number matches on its E.164 form; only when nothing has it does the last-N-digits key
 decide (numbers normalisation could not save). Every client holding a number comes back,
@@ -26,10 +30,6 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 import structlog
 
-from pbxlink.calllog.rows import COLUMNS as CALL_COLUMNS
-from pbxlink.calllog.rows import from_row
-from pbxlink.calllog.schema import SchemaError, connect, migrate
-from pbxlink.calls.record import CallRecord
 from pbxlink.clients import photos
 from pbxlink.clients.model import (
     DEFAULT_CATEGORY,
@@ -50,6 +50,7 @@ from pbxlink.clients.model import (
     text,
 )
 from pbxlink.clients.numbers import MIN_DIGITS, Number, PhoneNumbers
+from pbxlink.db import RelinkCalls, SchemaError, Statement, connect, migrate
 
 if TYPE_CHECKING:
     from pbxlink.config import Config
@@ -101,7 +102,11 @@ class Directory:
         max_photo_bytes: int = photos.MAX_PHOTO_BYTES,
         cache_size: int = 100_000,
         busy_timeout_s: float = 5.0,
+        relink_calls: RelinkCalls | None = None,
     ) -> None:
+        """`relink_calls`: the call log's (`pbxlink.calllog.relink_calls`), so a merge moves
+        the merged client's calls; a directory without it (one that only checks numbers, as
+        the CSV import's workers make) cannot merge clients."""
         self.path = Path(path)
         self.numbers = numbers
         self.photos_dir = Path(photos_dir)
@@ -109,6 +114,7 @@ class Directory:
         self.max_photo_bytes = max_photo_bytes
         self.cache_size = cache_size
         self.busy_timeout_s = busy_timeout_s
+        self.relink_calls = relink_calls
         self._cache: dict[str, tuple[Client, ...]] = {}
         self._generation = 0  # bumped on every write: a lookup that saw an older one won't cache
         self._lock = asyncio.Lock()
@@ -119,19 +125,22 @@ class Directory:
         self.listeners: list[Callable[[], None]] = []
 
     @classmethod
-    def from_config(cls, config: Config) -> Directory:
-        """The directory as the config sets it up: its database, number rules and photos."""
+    def from_config(cls, config: Config, *, relink_calls: RelinkCalls | None = None) -> Directory:
+        """The directory as the config sets it up: its database, number rules and photos;
+        `relink_calls` as in the constructor (the composition root has the call log's)."""
         return cls(
             config.storage.database_path,
             PhoneNumbers.from_config(config.clients),
             photos_dir=config.storage.state_dir / "photos",
             register_unknown=config.clients.register_unknown,
+            relink_calls=relink_calls,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect and migrate (the same migrations as the call log, whichever opens first)."""
+        """Connect and migrate (db/: the same migrations as the call log, whichever opens
+        first)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._writer = await self._connect()
@@ -263,7 +272,7 @@ class Directory:
         0.2 s on a million clients, fine for a person typing, never on the popup path).
         """
         q = text("q", q, 200)
-        limit = _limit("limit", limit)
+        limit = checked_limit("limit", limit)
         db = self.reader
         if not q:
             rows = await db.execute_fetchall(
@@ -422,9 +431,7 @@ class Directory:
             (keep_id, gone_id, keep_id),
         )
         await db.execute("UPDATE orders SET client_id = ? WHERE client_id = ?", (keep_id, gone_id))
-        cursor = await db.execute(
-            "UPDATE calls SET client_id = ? WHERE client_id = ?", (keep_id, gone_id)
-        )
+        cursor = await db.execute(*self.relink(gone_id, keep_id))
         calls = cursor.rowcount
         await db.execute("DELETE FROM clients WHERE id = ?", (gone_id,))
         await self._set(db, keep_id, keep, values)
@@ -679,31 +686,15 @@ class Directory:
 
     # -- calls -----------------------------------------------------------------------------------
 
-    async def calls_of(
-        self, client_id: int, limit: int = 50, *, scope: Sequence[str] | None = None
-    ) -> list[CallRecord]:
-        """The client's calls from the log, newest first. With `scope` (an operator's
-        extensions, `web.auth.call_scope`) only the calls one of them took part in, the rule
-        of the call log API: a client's history must not show an operator others' calls."""
-        limit = _limit("limit", limit)
-        await self.get(client_id)
-        where = "client_id = ?"
-        params: list[object] = [client_id]
-        if scope is not None:
-            if not scope:
-                return []
-            marks = ", ".join("?" for _ in scope)
-            where += (
-                " AND EXISTS (SELECT 1 FROM call_extensions AS x"
-                f" WHERE x.call_id = calls.call_id AND x.extension IN ({marks}))"
+    def relink(self, gone_id: int, keep_id: int) -> Statement:
+        """The call log's statement moving `gone`'s calls to `keep`, for the merge's
+        transaction (this class's and the CSV import's)."""
+        if self.relink_calls is None:
+            raise RuntimeError(
+                f"{self.path}: this client directory cannot merge clients: it was built "
+                "without the call log's relink_calls"
             )
-            params += scope
-        rows = await self.reader.execute_fetchall(
-            f"SELECT {CALL_COLUMNS} FROM calls WHERE {where} "
-            "ORDER BY started_at DESC, call_id DESC LIMIT ?",
-            (*params, limit),
-        )
-        return [from_row(tuple(r)) for r in rows]
+        return self.relink_calls(gone_id, keep_id)
 
     # -- rows ------------------------------------------------------------------------------------
 
@@ -763,7 +754,9 @@ def _id(value: int) -> int:
     return value if 0 < value <= MAX_ID else 0
 
 
-def _limit(field: str, value: Any) -> int:
+def checked_limit(field: str, value: Any) -> int:
+    """`value` when it is a page size the directory's reads accept (1-MAX_LIMIT); else a
+    ValidationError naming `field`."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
         raise ValidationError(field, f"expected a whole number 1-{MAX_LIMIT}, got {value!r}")
     return value

@@ -77,8 +77,9 @@ def make_app(
 ) -> web.Application:
     """The app; it also binds `metrics` to `status`, so /metrics and /healthz agree.
 
-    Always: the operator page at `/`. With a `directory`, the client API under /api/clients;
-    with a `store`, the call log API under /api/calls, its recordings and the service level;
+    Always: the operator page at `/`. With a `directory`, the client API under /api/clients
+    (it needs the `store` too: a client's calls are the call log's); with a `store`, the call
+    log API under /api/calls, its recordings and the service level;
     with a `hub`, /api/hub (where the page finds the popups). /api/openapi.json describes
     whatever is mounted. Tokens are checked against `operators` (the daemon's registry, which
     a reload replaces), else the config's operators.
@@ -99,7 +100,12 @@ def make_app(
     app.router.add_get("/api/me", me)
     openapi.add_route(app)
     if directory is not None:
-        add_client_routes(app, directory)
+        if store is None:
+            raise ValueError(
+                "make_app: the client API (directory=) needs the call log (store=) as well: "
+                "a client's calls are read from it"
+            )
+        add_client_routes(app, directory, store)
     if store is not None:
         add_call_routes(app, store, directory)
         add_recording_routes(app, store, config)

@@ -28,7 +28,8 @@ deleting it, so what the business owes stays on record.
                                              decide); 415 for anything else, 413 above the limit
     DELETE /api/clients/{id}/photo
     GET    /api/clients/{id}/calls?limit=50  the client's calls from the log, newest first
-                                             (operators: those of their own extensions)
+                                             (operators: those of their own extensions); the
+                                             call log reads them (`query.client_calls`)
 
 The photo is a raw body, not multipart: `curl -T photo.jpg -H 'Content-Type: image/jpeg'` and
 the page's `fetch(url, {method: "PUT", body: file})` both send exactly that, and it streams
@@ -47,8 +48,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from pbxlink.calllog import query
+from pbxlink.calllog.store import CallLogStore
 from pbxlink.clients import photos
-from pbxlink.clients.directory import MAX_ID, MAX_LIMIT, Directory
+from pbxlink.clients.directory import MAX_ID, MAX_LIMIT, Directory, checked_limit
 from pbxlink.clients.model import (
     Conflict,
     NotFound,
@@ -63,6 +66,7 @@ from pbxlink.web.openapi import BEARER, error, json_body, obj
 log = structlog.get_logger("pbxlink.clients")
 
 DIRECTORY = web.AppKey("directory", Directory)
+CALL_LOG = web.AppKey("call_log", CallLogStore)
 ID = r"{id:\d+}"
 CHUNK = 64 * 1024
 # the placeholder is SVG: shown as an image it is inert, opened directly it may run nothing
@@ -72,9 +76,11 @@ routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def add_routes(app: web.Application, directory: Directory) -> None:
-    """Mount the API on `app` (make_app does, when given a directory)."""
+def add_routes(app: web.Application, directory: Directory, store: CallLogStore) -> None:
+    """Mount the API on `app` (make_app does, when given a directory): the directory's routes,
+    and a client's calls, which the call log (`store`) has."""
     app[DIRECTORY] = directory
+    app[CALL_LOG] = store
     app.add_routes(routes)
 
 
@@ -355,8 +361,11 @@ async def delete_photo(request: web.Request) -> web.Response:
 async def calls(request: web.Request) -> web.Response:
     """Operators get the client's calls their own extensions took part in (call_scope)."""
     limit = _query_int(request, "limit", 50)
-    found = await _directory(request).calls_of(
-        _path_id(request), limit, scope=call_scope(request)
+    client_id = _path_id(request)
+    checked_limit("limit", limit)
+    await _directory(request).get(client_id)  # 404 for no such client, not an empty list
+    found = await query.client_calls(
+        request.app[CALL_LOG].reader, client_id, limit, scope=call_scope(request)
     )
     return _json({"calls": [c.to_dict() for c in found]})
 

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from pbxlink import __version__
-from pbxlink.calllog.schema import DIRECTIONS, STATUSES
+from pbxlink.calls.record import DIRECTIONS, STATUSES
 from pbxlink.web.auth import public
 
 PATH = "/api/openapi.json"

@@ -1,9 +1,8 @@
-"""The call log's schema, as an ordered list of migrations.
+"""The call log's tables (pbxlink/calllog owns them: nothing else writes them), as migrations.
 
-Migration N is `MIGRATIONS[N - 1]`; `schema_version` records each one applied (a history,
-not a single row). Never edit a migration that has shipped: add the next one. Each migration
-runs in one transaction together with its `schema_version` row, so a crash or an error mid-way
-leaves the database at the previous version, never in between.
+Never edit a migration that has shipped: databases in the field applied it as it was (a test
+pins each text); add the next one to db/migrations.py. The CHECK lists are the record's
+vocabulary as it was when each migration shipped (`calls.record.STATUSES`, a test compares).
 
 No `STRICT` tables: they need SQLite 3.37, and Python on RHEL/Rocky 9 (where many Asterisk
 boxes live) links 3.34, which cannot even open a database that has one. Types are checked by
@@ -12,40 +11,20 @@ the store before writing instead, and the CHECKs below guard the enumerations.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from pathlib import Path
-
-import aiosqlite
-import structlog
-
-from pbxlink.clients import schema as clients_schema
-
-log = structlog.get_logger("pbxlink.calllog")
-
-STATUSES = ("answered", "no_answer", "busy", "abandoned", "voicemail", "failed")
-DIRECTIONS = ("inbound", "outbound", "internal")
-ROLES = ("caller", "rang", "answered", "transferred")
-
-
-def _sql_list(values: Sequence[str]) -> str:
-    return ", ".join(f"'{v}'" for v in values)
-
-
-MIGRATION_1 = f"""
+MIGRATION_1 = """
 CREATE TABLE calls (
     call_id         TEXT NOT NULL PRIMARY KEY CHECK (call_id <> ''),
     started_at      REAL NOT NULL,             -- epoch seconds, UTC
     answered_at     REAL,
     ended_at        REAL NOT NULL,             -- the log holds ended calls only
-    direction       TEXT NOT NULL CHECK (direction IN ({_sql_list(DIRECTIONS)})),
+    direction       TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound', 'internal')),
     caller_number   TEXT NOT NULL,
     caller_name     TEXT NOT NULL,
     called_number   TEXT NOT NULL,
     extensions_rung TEXT NOT NULL DEFAULT '[]',  -- JSON list, in ring order
     answered_by     TEXT,
-    status          TEXT NOT NULL CHECK (status IN ({_sql_list(STATUSES)})),
+    status          TEXT NOT NULL CHECK (status IN ('answered', 'no_answer', 'busy', \
+'abandoned', 'voicemail', 'failed')),
     wait_s          REAL NOT NULL,
     talk_s          REAL NOT NULL,
     hangup_cause    INTEGER,
@@ -70,7 +49,7 @@ CREATE INDEX calls_queue ON calls (queue, started_at);
 CREATE TABLE call_extensions (
     call_id    TEXT NOT NULL REFERENCES calls (call_id) ON DELETE CASCADE,
     extension  TEXT NOT NULL,
-    role       TEXT NOT NULL CHECK (role IN ({_sql_list(ROLES)})),
+    role       TEXT NOT NULL CHECK (role IN ('caller', 'rang', 'answered', 'transferred')),
     started_at REAL NOT NULL,
     PRIMARY KEY (call_id, extension, role)
 ) WITHOUT ROWID;
@@ -86,9 +65,6 @@ CREATE TABLE open_calls (
     updated_at REAL NOT NULL
 ) WITHOUT ROWID;
 """
-
-# The client directory (pbxlink.clients): categories, clients, their phones and orders.
-MIGRATION_3 = clients_schema.MIGRATION
 
 # The call log API, service level and recordings (issue 5):
 # - offered_at: when the caller started waiting for a person (first ring or queue join),
@@ -130,81 +106,13 @@ CREATE INDEX calls_offered ON calls (direction, offered_at, started_at, status,
     talk_s, queue);
 """
 
-MIGRATIONS: tuple[str, ...] = (
-    MIGRATION_1,
-    MIGRATION_2,
-    MIGRATION_3,
-    MIGRATION_4,
-    MIGRATION_5,
-    MIGRATION_6,
-)
-
-
-async def connect(path: Path, busy_timeout_s: float) -> aiosqlite.Connection:
-    """A connection to pbxlink's database as every part opens it.
-
-    isolation_level=None: no implicit transactions, every BEGIN/COMMIT is the caller's;
-    synchronous=NORMAL with WAL: a committed transaction survives a kill -9."""
-    db = await aiosqlite.connect(path, isolation_level=None)
-    try:
-        await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-    except BaseException:
-        await db.close()
-        raise
-    return db
-
-
-class SchemaError(RuntimeError):
-    """The database cannot be used by this version of pbxlink; the message names the file."""
-
-
-def statements(script: str) -> list[str]:
-    """Split a script on `;` where SQLite agrees a statement ends (triggers hold `;` inside)."""
-    out: list[str] = []
-    buf = ""
-    for piece in script.split(";"):
-        buf += piece + ";"
-        if sqlite3.complete_statement(buf):
-            if buf.strip(" \n\t;"):
-                out.append(buf.strip())
-            buf = ""
-    if buf.strip(" \n\t;"):
-        raise ValueError(f"incomplete SQL statement at the end of a migration: {buf.strip()!r}")
-    return out
-
-
-async def migrate(
-    db: aiosqlite.Connection, path: Path, migrations: Sequence[str] = MIGRATIONS
-) -> int:
-    """Bring the database to the newest version; returns it. `db` must be in autocommit mode.
-
-    BEGIN IMMEDIATE takes the write lock before reading the version, so two processes opening
-    the same new file cannot both apply migration 1.
-    """
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        await db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version "
-            "(version INTEGER NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        rows = await db.execute_fetchall("SELECT coalesce(max(version), 0) FROM schema_version")
-        current = int(next(iter(rows))[0])
-        if current > len(migrations):
-            raise SchemaError(
-                f"{path}: the call log has schema version {current}, newer than this pbxlink "
-                f"knows (up to {len(migrations)}); upgrade pbxlink or point it at another database"
-            )
-        for version in range(current + 1, len(migrations) + 1):
-            for statement in statements(migrations[version - 1]):
-                await db.execute(statement)
-            applied_at = datetime.now(UTC).isoformat(timespec="seconds")
-            await db.execute("INSERT INTO schema_version VALUES (?, ?)", (version, applied_at))
-        await db.execute("COMMIT")
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
-    if current < len(migrations):
-        log.info("calllog.migrated", path=str(path), old=current, new=len(migrations))
-    return len(migrations)
+# calls.client_id refers to the directory's clients.id: when a client is deleted (by any code
+# path), the call log itself unlinks its calls, never leaving them pointing nowhere (or at a
+# later client given the same id). The directory's migration 3 did this with a trigger that
+# wrote calls; the one writer of calls is the call log, so its own trigger replaces it.
+MIGRATION_8 = """
+DROP TRIGGER clients_deleted;
+CREATE TRIGGER calls_client_deleted AFTER DELETE ON clients BEGIN
+    UPDATE calls SET client_id = NULL WHERE client_id = old.id;
+END;
+"""

@@ -1,10 +1,11 @@
-"""The client directory's tables, as one migration of the shared database (see calllog.schema).
+"""The client directory's tables (pbxlink/clients owns them: nothing else writes them), as
+migrations of the shared database; db/calllog_schema.py's rules apply (never edit a shipped one).
 
-Same rules as the call log: no STRICT tables (SQLite 3.34 on RHEL 9), CHECKs guard what SQL
-can guard, the directory checks the rest before writing. Names are searched through
-`clients.search`, the name and company case-folded in Python: SQLite's NOCASE and lower()
-fold ASCII only, and the operators' clients are Georgian, Russian, Arabic... A client deleted
-by any code path leaves its calls in the log, unlinked (the trigger), never pointing nowhere.
+No STRICT tables (SQLite 3.34 on RHEL 9), CHECKs guard what SQL can guard, the directory checks
+the rest before writing. Names are searched through `clients.search`, the name and company
+case-folded in Python: SQLite's NOCASE and lower() fold ASCII only, and the operators' clients
+are Georgian, Russian, Arabic... Other parts read a client through the `client_summary` view
+(migration 7), not these tables, so the directory may reshape them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ BUILTIN_CATEGORIES: tuple[tuple[str, str, str], ...] = (
 
 _SEED = ",\n    ".join(f"('{n}', '{lab}', '{col}', 1)" for n, lab, col in BUILTIN_CATEGORIES)
 
-MIGRATION = f"""
+# The directory: categories, clients, their phones and orders. Its trigger `clients_deleted`
+# (which wrote the call log's calls) is replaced by the call log's own in migration 8.
+MIGRATION_3 = f"""
 CREATE TABLE categories (
     name    TEXT NOT NULL PRIMARY KEY CHECK (name <> ''),
     label   TEXT NOT NULL CHECK (label <> ''),
@@ -75,4 +78,11 @@ CREATE INDEX orders_client ON orders (client_id, open);
 CREATE TRIGGER clients_deleted AFTER DELETE ON clients BEGIN
     UPDATE calls SET client_id = NULL WHERE client_id = old.id;
 END;
+"""
+
+# What other parts may read of a client: the call log's items show its name and category and
+# filter on the category. A simple view: SQLite flattens it into the reading query, so the
+# call log's plans are the ones the table gave (a test compares them).
+MIGRATION_7 = """
+CREATE VIEW client_summary AS SELECT id, name, category FROM clients;
 """
