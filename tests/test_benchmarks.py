@@ -67,3 +67,20 @@ def test_popups_benchmark_runs_both_hubs_with_a_stalled_wallboard() -> None:
 def test_hub_connections_benchmark_cycles_and_traces() -> None:
     report = smoke("hub_connections.py")
     assert "50 cycles in" in report and "20 more under tracemalloc" in report
+
+
+@pytest.mark.slow
+def test_latencies_benchmark_times_every_wait_the_unit_tests_left_to_it() -> None:
+    report = smoke("latencies.py")
+    rows = [line.split(" | ")[0].lstrip("| ") for line in report.splitlines()[3:]]
+    assert rows == [
+        "call log: a lone call, submit() to committed",
+        "call log: 100 submit() while a batch waits for the lock",
+        "call log: asyncio.sleep(0.01) while a batch waits for the lock",
+        "lookup: chain with a source slower than the 50 ms budget",
+        "lookup: HTTP source slower than its 200 ms timeout",
+        "lookup: closing a chain with a lookup pending",
+        "AMI: a half-open peer noticed (ping every 0.5 s)",
+        "daemon: SIGTERM to exit 0, calls just played and one going on",
+    ]
+    assert all(line.endswith("| not judged (smoke) |") for line in report.splitlines()[3:])

@@ -9,14 +9,12 @@ import logging
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 
-from pbxlink.calllog import relink_calls
 from pbxlink.cli import main
 from pbxlink.clients import csvio
 from pbxlink.clients.directory import Directory
@@ -370,10 +368,7 @@ def test_known_numbers_skip_the_row_never_a_duplicate(env: Env, tmp_path: Path) 
 async def test_an_unknown_callers_card_is_absorbed_with_its_calls(tmp_path: Path) -> None:
     """The potential client made for an unknown caller becomes the imported client."""
     db = tmp_path / "pbxlink.sqlite3"
-    directory = Directory(
-        db, PhoneNumbers("GE"), photos_dir=tmp_path / "photos", relink_calls=relink_calls
-    )
-    async with directory:
+    async with Directory(db, PhoneNumbers("GE"), photos_dir=tmp_path / "photos") as directory:
         potential = await directory.register_unknown("0555777888")
         assert potential is not None
         insert_call(db, make_record(call_id="c1", caller_number="+995555777888"), potential.id)
@@ -417,9 +412,9 @@ def big_file(path: Path, rows: int) -> Path:
 
 
 @pytest.mark.slow
-def test_20k_rows_in_a_few_seconds(env: Env, tmp_path: Path) -> None:
+def test_20k_rows_with_30k_numbers_in_one_run(env: Env, tmp_path: Path) -> None:
+    """How fast: benchmarks/lookup.py imports a million clients the same way."""
     path = big_file(tmp_path / "big.csv", 20_000)
-    t0 = time.perf_counter()
     result = subprocess.run(
         [
             sys.executable,
@@ -435,12 +430,10 @@ def test_20k_rows_in_a_few_seconds(env: Env, tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    elapsed = time.perf_counter() - t0
     assert result.returncode == 0, result.stdout + result.stderr
     assert "imported 20,000 clients with 30,000 numbers" in result.stdout
     # no progress bar when stderr is not a terminal: only the line naming the database
     assert result.stderr == f"pbxlink: database: {env.db} (no pbxlink daemon is running on it)\n"
-    assert elapsed < 15, f"{elapsed:.1f} s"  # about 1-2 s on 2 cores; CI machines are shared
     with sqlite3.connect(env.db) as db:
         assert db.execute("SELECT count(DISTINCT e164) FROM client_phones").fetchone() == (30_000,)
 

