@@ -20,8 +20,8 @@ import pytest
 import structlog
 
 from pbxlink.calllog import CallLogStore, SchemaError, query
-from pbxlink.calllog.schema import MIGRATIONS, migrate
 from pbxlink.calls.record import CallRecord
+from pbxlink.db import MIGRATIONS, migrate
 
 from conftest import ROOT, logged, make_record
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.calllog import CallLogStore
-from pbxlink.calllog.schema import MIGRATIONS
+from pbxlink.calllog import CallLogStore, query, relink_calls
 from pbxlink.clients import photos
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import (
@@ -24,6 +23,7 @@ from pbxlink.clients.model import (
     fold,
 )
 from pbxlink.clients.numbers import PhoneNumbers
+from pbxlink.db import MIGRATIONS
 
 from conftest import T0, insert_call, make_record
 
@@ -40,6 +40,7 @@ def open_directory(tmp_path: Path, **kwargs: object) -> Directory:
         tmp_path / "pbxlink.sqlite3",
         GE,
         photos_dir=tmp_path / "photos",
+        relink_calls=relink_calls,
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -160,7 +161,6 @@ async def test_a_new_number_of_a_known_client_merges_the_potential_with_its_call
         await directory.get(potential.id)
     assert [c.id for c in await directory.lookup("0555123456")] == [known.id]
     assert call_owners(directory.path) == {"old.1": known.id, "new.1": known.id}
-    assert [c.call_id for c in await directory.calls_of(known.id)] == ["new.1", "old.1"]
     assert client_count(directory.path) == 1
 
 
@@ -501,7 +501,8 @@ async def test_directory_and_call_log_share_one_database(tmp_path: Path) -> None
             await store.flush()
             with sqlite3.connect(path) as db:
                 db.execute("UPDATE calls SET client_id = ? WHERE call_id = 'c1'", (client.id,))
-            assert [c.call_id for c in await directory.calls_of(client.id)] == ["c1"]
+            found = await query.client_calls(store.reader, client.id, 50, scope=None)
+            assert [c.call_id for c in found] == ["c1"]
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
@@ -526,15 +527,20 @@ async def test_the_lookup_queries_use_the_indexes(directory: Directory) -> None:
     assert "SCAN client_phones" not in plan.replace("SCAN client_phones USING", "")
 
 
-async def test_calls_of_is_newest_first_and_limited(directory: Directory) -> None:
+async def test_a_clients_calls_are_newest_first_and_limited(directory: Directory) -> None:
+    """The card's history: the call log reads it (query.client_calls), by the client's id."""
     client = await directory.create({"name": "A"})
     for i in range(5):
         insert_call(directory.path, make_record(call_id=f"c{i}", started_at=T0 + i), client.id)
     insert_call(directory.path, make_record(call_id="other", started_at=T0 + 100), None)
-    calls = await directory.calls_of(client.id, limit=3)
+    store = CallLogStore(directory.path)
+    await store.open()
+    try:
+        calls = await query.client_calls(store.reader, client.id, 3, scope=None)
+        assert await query.client_calls(store.reader, 999, 3, scope=None) == []
+    finally:
+        await store.close()
     assert [c.call_id for c in calls] == ["c4", "c3", "c2"]
-    with pytest.raises(NotFound):
-        await directory.calls_of(999)
 
 
 # -- the cache ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from pbxlink.calllog import relink_calls
 from pbxlink.cli import main
 from pbxlink.clients import csvio
 from pbxlink.clients.directory import Directory
@@ -368,7 +369,10 @@ def test_known_numbers_skip_the_row_never_a_duplicate(env: Env, tmp_path: Path) 
 async def test_an_unknown_callers_card_is_absorbed_with_its_calls(tmp_path: Path) -> None:
     """The potential client made for an unknown caller becomes the imported client."""
     db = tmp_path / "pbxlink.sqlite3"
-    async with Directory(db, PhoneNumbers("GE"), photos_dir=tmp_path / "photos") as directory:
+    directory = Directory(
+        db, PhoneNumbers("GE"), photos_dir=tmp_path / "photos", relink_calls=relink_calls
+    )
+    async with directory:
         potential = await directory.register_unknown("0555777888")
         assert potential is not None
         insert_call(db, make_record(call_id="c1", caller_number="+995555777888"), potential.id)
