@@ -308,13 +308,15 @@ async def test_extensions_and_anonymous_callers_are_not_looked_up(crm: Crm) -> N
 
 
 async def test_chain_returns_within_budget_and_a_slow_source_arrives_as_update(crm: Crm) -> None:
-    slow = http(crm, "slow/0.3", name="erp", timeout_s=2, fields={"name": "customer.name"})
+    """A budget a local answer cannot miss, even on a loaded machine, and a source that cannot
+    make it. How close to its budget the chain returns: benchmarks/latencies.py."""
+    slow = http(crm, "slow/1", name="erp", timeout_s=2, fields={"name": "customer.name"})
     fast = http(crm, name="crm", fields={"name": "customer.company", "city": CRM_FIELDS["city"]})
 
     async def directory() -> list[str]:
         return ["client #1"]
 
-    async with LookupChain([slow, fast], budget_s=0.05) as chain:
+    async with LookupChain([slow, fast], budget_s=0.5) as chain:
         started = time.monotonic()
         now = await chain.lookup(NINO, local=directory)
         assert now.local == ["client #1"]
@@ -322,7 +324,7 @@ async def test_chain_returns_within_budget_and_a_slow_source_arrives_as_update(c
         assert now.fields.source == "crm"
         assert now.pending is not None
         later = await now.pending
-        assert time.monotonic() - started >= 0.3
+        assert time.monotonic() - started >= 1.0
     assert later is not None and later.pending is None
     assert later.local == ["client #1"]
     # chain order wins per field: erp is configured first, so its name replaces crm's
