@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pbxlink.calls.record import CallRecord
+from pbxlink.clients.cardfields import CardFields
 from pbxlink.clients.model import Client
-from pbxlink.clients.sources import CardFields
 
 #: why nobody is looked up for a call: a colleague calls, or the caller withheld the number
 NoLookup = Literal["internal", "withheld"]

@@ -12,8 +12,8 @@ Each source has its own `timeout_s` and TTL cache (answers and "not found"s, key
 number as sent); a source that fails or times out is logged (`sources.failed`) and skipped.
 """
 
+from pbxlink.clients.cardfields import CARD_FIELDS, ORDER_KEYS, CardFields, merge
 from pbxlink.clients.sources.base import NUMBER_FORMS, BadArgument, Source, number_value
-from pbxlink.clients.sources.cards import CARD_FIELDS, ORDER_KEYS, CardFields, merge
 from pbxlink.clients.sources.chain import LookupChain, LookupResult, source_from_dict
 from pbxlink.clients.sources.http import HttpSource
 from pbxlink.clients.sources.paths import compile_path

@@ -19,8 +19,8 @@ import phonenumbers
 import structlog
 
 from pbxlink import config
+from pbxlink.clients.cardfields import MAPPABLE, CardFields
 from pbxlink.clients.numbers import MIN_DIGITS, Number
-from pbxlink.clients.sources.cards import MAPPABLE, CardFields
 
 log = structlog.get_logger("pbxlink.clients")
 

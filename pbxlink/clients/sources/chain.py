@@ -25,9 +25,9 @@ from typing import Any, Generic, TypeVar
 import structlog
 
 from pbxlink import config
+from pbxlink.clients.cardfields import CardFields, merge
 from pbxlink.clients.numbers import Number
 from pbxlink.clients.sources.base import BadArgument, Miss, Source
-from pbxlink.clients.sources.cards import CardFields, merge
 from pbxlink.clients.sources.http import HttpSource
 from pbxlink.clients.sources.sql import SqlSource
 

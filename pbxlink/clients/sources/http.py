@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from pbxlink.clients.cardfields import CARD_FIELDS, ORDER_KEYS, ORDER_PREFIX, CardFields, build
 from pbxlink.clients.sources.base import (
     BadArgument,
     NumberForm,
@@ -26,7 +27,6 @@ from pbxlink.clients.sources.base import (
     check_fields,
     from_table,
 )
-from pbxlink.clients.sources.cards import CARD_FIELDS, ORDER_KEYS, ORDER_PREFIX, CardFields, build
 from pbxlink.clients.sources.paths import JsonPath, compile_path
 
 PLACEHOLDER = "{number}"

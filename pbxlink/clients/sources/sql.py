@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
 
+from pbxlink.clients.cardfields import CARD_FIELDS, ORDER_KEYS, ORDER_PREFIX, CardFields, build
 from pbxlink.clients.sources.base import (
     BadArgument,
     NumberForm,
@@ -39,7 +40,6 @@ from pbxlink.clients.sources.base import (
     check_fields,
     from_table,
 )
-from pbxlink.clients.sources.cards import CARD_FIELDS, ORDER_KEYS, ORDER_PREFIX, CardFields, build
 
 log = structlog.get_logger("pbxlink.clients")
 

@@ -3,6 +3,9 @@
 Every field is optional: a CRM that knows only the company still helps. Values are cleaned
 on the way in (strings trimmed, numbers and dates turned to text, empty strings dropped) so
 that "has a value" means the same for every source, which the merge rule depends on.
+
+Plain values and pure functions, outside `sources/` (whose package imports the HTTP and SQL
+clients): the call card and the desk hold these answers without importing any I/O.
 """
 
 from __future__ import annotations
