@@ -16,7 +16,7 @@ from pathlib import Path
 from ssl import SSLContext
 from typing import TypeVar
 
-from pbxlink.config import AmiConfig, Config
+from pbxlink.settings import AmiConfig, Config
 from pbxlink.sim.server import AmiSimulator
 from pbxlink.tls import TlsFilesError, server_context
 

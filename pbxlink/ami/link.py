@@ -40,7 +40,7 @@ from pbxlink.ami.framing import Message, Subscription
 from pbxlink.ami.protocol import FramedAMIProtocol
 from pbxlink.calls.record import iso_utc
 from pbxlink.calls.tracker import BOOT_TOLERANCE_S
-from pbxlink.config import AmiConfig
+from pbxlink.settings import AmiConfig
 
 log = structlog.get_logger("pbxlink.ami")
 

@@ -23,7 +23,7 @@ import structlog
 from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
 from pbxlink.calllog.store import CallLogStore, Purged
 from pbxlink.calls.record import iso_utc
-from pbxlink.config import RetentionConfig
+from pbxlink.settings import RetentionConfig
 
 log = structlog.get_logger("pbxlink.calllog")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import phonenumbers
 
 if TYPE_CHECKING:
-    from pbxlink.config import ClientsConfig
+    from pbxlink.settings import ClientsConfig
 
 NOT_A_NUMBER = frozenset(
     {"", "anonymous", "unknown", "<unknown>", "unavailable", "restricted", "private", "withheld"}

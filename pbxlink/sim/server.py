@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from pbxlink.ami.framing import AmiParser, Message
-from pbxlink.config import SimulatorConfig
+from pbxlink.settings import SimulatorConfig
 from pbxlink.sim.eventfilter import EventFilter
 from pbxlink.sim.scenario import Scenario, ScenarioCopy, load_scenarios
 

@@ -17,9 +17,9 @@ from aiohttp import web
 
 import pbxlink.hub.web as hub_web  # a module, not its name: hub.web imports pbxlink.web
 from pbxlink.calllog.store import CallLogStore
-from pbxlink.config import Config
 from pbxlink.hub import Hub
 from pbxlink.operators import Operators
+from pbxlink.settings import Config
 from pbxlink.web import openapi
 from pbxlink.web.auth import auth_middleware, operator_of, public
 from pbxlink.web.calls import add_routes as add_call_routes

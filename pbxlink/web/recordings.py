@@ -26,7 +26,7 @@ from aiohttp import web
 from pbxlink.calllog import query
 from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
 from pbxlink.calllog.store import CallLogStore
-from pbxlink.config import Config
+from pbxlink.settings import Config
 from pbxlink.web.auth import call_scope, operator_of
 from pbxlink.web.errors import ApiError
 from pbxlink.web.openapi import BEARER, error

@@ -32,7 +32,7 @@ from pbxlink.calllog.servicelevel import (
     service_level,
 )
 from pbxlink.calls.record import iso_utc
-from pbxlink.config import SL_VARIANTS, Config
+from pbxlink.settings import SL_VARIANTS, Config
 from pbxlink.web.auth import operator_of, requires
 from pbxlink.web.errors import bad_request
 from pbxlink.web.openapi import BEARER, error, json_body, obj, query_param

@@ -18,9 +18,9 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args
 import phonenumbers
 import structlog
 
-from pbxlink import config
 from pbxlink.clients.cardfields import MAPPABLE, CardFields
 from pbxlink.clients.numbers import MIN_DIGITS, Number
+from pbxlink.settings import ConfigError
 
 log = structlog.get_logger("pbxlink.clients")
 
@@ -259,7 +259,7 @@ def from_table(
     """Build a source from a TOML table: unknown and missing keys, and every BadArgument the
     constructor raises, become a ConfigError naming `where` and the key."""
     if not isinstance(table, dict):
-        raise config.ConfigError(f"{where}: expected a table")
+        raise ConfigError(f"{where}: expected a table")
     dataclass_fields = getattr(cls, "__dataclass_fields__")  # noqa: B009 (a dataclass)
     keys = {name: name for name, f in dataclass_fields.items() if f.init}
     for toml_key, arg in renamed.items():
@@ -269,16 +269,16 @@ def from_table(
     for key, value in table.items():
         if key == "type":
             if value != cls.kind:
-                raise config.ConfigError(f"{where}.type: expected {cls.kind!r}, got {value!r}")
+                raise ConfigError(f"{where}.type: expected {cls.kind!r}, got {value!r}")
             continue
         if key not in keys:
             known = ", ".join(["type", *sorted(keys)])
-            raise config.ConfigError(f"{where}.{key}: unknown key (known: {known})")
+            raise ConfigError(f"{where}.{key}: unknown key (known: {known})")
         kwargs[keys[key]] = value
     for key in (*required, "fields"):
         if key not in table:
-            raise config.ConfigError(f"{where}.{key}: missing")
+            raise ConfigError(f"{where}.{key}: missing")
     try:
         return cls(**kwargs)
     except BadArgument as exc:
-        raise config.ConfigError(f"{where}.{exc.key}: {exc.message}") from None
+        raise ConfigError(f"{where}.{exc.key}: {exc.message}") from None

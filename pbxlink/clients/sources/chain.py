@@ -24,12 +24,12 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from pbxlink import config
 from pbxlink.clients.cardfields import CardFields, merge
 from pbxlink.clients.numbers import Number
 from pbxlink.clients.sources.base import BadArgument, Miss, Source
 from pbxlink.clients.sources.http import HttpSource
 from pbxlink.clients.sources.sql import SqlSource
+from pbxlink.settings import ConfigError
 
 log = structlog.get_logger("pbxlink.clients")
 
@@ -198,19 +198,19 @@ class LookupChain:
     def from_dict(cls, where: str, table: dict[str, Any]) -> LookupChain:
         """Keys: budget_s (default 0.05), sources (a list of source tables, in chain order)."""
         if not isinstance(table, dict):
-            raise config.ConfigError(f"{where}: expected a table")
+            raise ConfigError(f"{where}: expected a table")
         known = ("budget_s", "sources")
         for key in table:
             if key not in known:
-                raise config.ConfigError(f"{where}.{key}: unknown key (known: {', '.join(known)})")
+                raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(known)})")
         raw_sources = table.get("sources", [])
         if not isinstance(raw_sources, list) or not all(isinstance(t, dict) for t in raw_sources):
-            raise config.ConfigError(f"{where}.sources: expected a list of tables")
+            raise ConfigError(f"{where}.sources: expected a list of tables")
         sources = [source_from_dict(f"{where}.sources[{i}]", t) for i, t in enumerate(raw_sources)]
         try:
             return cls(sources, table.get("budget_s", DEFAULT_BUDGET_S))
         except BadArgument as exc:
-            raise config.ConfigError(f"{where}.{exc.key}: {exc.message}") from None
+            raise ConfigError(f"{where}.{exc.key}: {exc.message}") from None
 
 
 def source_from_dict(where: str, table: dict[str, Any]) -> Source:
@@ -218,6 +218,6 @@ def source_from_dict(where: str, table: dict[str, Any]) -> Source:
     kinds: dict[str, Any] = {"http": HttpSource, "sql": SqlSource}
     kind = table.get("type")
     if kind not in kinds:
-        raise config.ConfigError(f'{where}.type: expected "http" or "sql", got {kind!r}')
+        raise ConfigError(f'{where}.type: expected "http" or "sql", got {kind!r}')
     source: Source = kinds[kind].from_dict(where, table)
     return source
