@@ -42,9 +42,9 @@ from pbxlink.clients.sources import CardFields
 from pbxlink.config import Config, HubConfig, parse
 from pbxlink.desk import CardCompleted, Tick
 from pbxlink.desk.card import card_dict, operator_names
-from pbxlink.hub.web import add_routes
 from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
+from pbxlink.web.hub import add_routes
 
 from conftest import FakeStatus, served
 

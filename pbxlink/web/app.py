@@ -15,7 +15,6 @@ from typing import Protocol
 
 from aiohttp import web
 
-import pbxlink.hub.web as hub_web  # a module, not its name: hub.web imports pbxlink.web
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.hub import Hub
 from pbxlink.operators import Operators
@@ -26,6 +25,7 @@ from pbxlink.web.calls import add_routes as add_call_routes
 from pbxlink.web.clients import Directory
 from pbxlink.web.clients import add_routes as add_client_routes
 from pbxlink.web.errors import JsonErrorRunner, error_middleware
+from pbxlink.web.hub import add_routes as add_hub_routes
 from pbxlink.web.metrics import CONTENT_TYPE, Metrics
 from pbxlink.web.page import add_routes as add_page_routes
 from pbxlink.web.recordings import add_routes as add_recording_routes
@@ -111,7 +111,7 @@ def make_app(
         add_recording_routes(app, store, config)
         add_service_level_routes(app, store)
     if hub is not None:
-        hub_web.add_routes(app, hub)
+        add_hub_routes(app, hub)
     add_page_routes(app)
     return app
 

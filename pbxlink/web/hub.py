@@ -2,6 +2,7 @@
 
 The URL is built from the host the page was loaded from, so a page opened as
 http://pbx.example.com:8080/ connects to ws://pbx.example.com:8081/ without configuration.
+The route lives in the web part, which may know the hub; the hub never imports the web part.
 """
 
 from __future__ import annotations
