@@ -3,7 +3,7 @@
 `make_app` wires the middlewares (JSON errors outermost, then authentication) and the base
 routes; `serve` runs it on a TCP socket and hands back a handle the daemon closes on shutdown.
 Later modules add routes with `app.router.add_get(...)` on the app make_app returns, and find
-the daemon's parts under the AppKeys below.
+the daemon's parts under the AppKeys of `pbxlink.web.keys` (re-exported here).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 from aiohttp import web
 
@@ -26,6 +25,7 @@ from pbxlink.web.clients import Directory
 from pbxlink.web.clients import add_routes as add_client_routes
 from pbxlink.web.errors import JsonErrorRunner, error_middleware
 from pbxlink.web.hub import add_routes as add_hub_routes
+from pbxlink.web.keys import CONFIG, STATUS, StatusSource
 from pbxlink.web.metrics import CONTENT_TYPE, Metrics
 from pbxlink.web.page import add_routes as add_page_routes
 from pbxlink.web.recordings import add_routes as add_recording_routes
@@ -35,33 +35,6 @@ MAX_BODY = 1 << 20  # 1 MiB: JSON for a client card or a filter, never uploads o
 SHUTDOWN_S = 5.0  # how long open requests (later: websockets) get to finish on shutdown
 
 
-class StatusSource(Protocol):
-    """What the daemon tells /healthz and the gauges of /metrics; read on every request."""
-
-    @property
-    def ami_state(self) -> str:
-        """ "up", "connecting", "down" or "auth_failed"."""
-        ...
-
-    @property
-    def last_event_age_s(self) -> float | None:
-        """Seconds since the last AMI event; None before the first."""
-        ...
-
-    @property
-    def calls_active(self) -> int: ...
-
-    @property
-    def store_queue_depth(self) -> int: ...
-
-    @property
-    def started_at(self) -> float:
-        """time.time() when the daemon started."""
-        ...
-
-
-CONFIG = web.AppKey("config", Config)
-STATUS = web.AppKey("status", StatusSource)
 METRICS = web.AppKey("metrics", Metrics)
 
 

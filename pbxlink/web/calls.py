@@ -31,6 +31,7 @@ from pbxlink.clients.model import NotFound
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.web.auth import call_scope, operator_of
 from pbxlink.web.errors import ApiError, bad_request
+from pbxlink.web.keys import CONFIG
 from pbxlink.web.openapi import BEARER, error, json_body, obj, query_param
 
 log = structlog.get_logger("pbxlink.web")
@@ -40,8 +41,6 @@ CSV_PARAMS = ("sort", "bom")
 
 def add_routes(app: web.Application, store: CallLogStore, directory: Directory | None) -> None:
     """Mount the call log API on an app make_app built (make_app does, given a store)."""
-    from pbxlink.web.app import CONFIG  # not at the top: app.py imports this module
-
     config = app[CONFIG]
     numbers = (
         directory.numbers if directory is not None else PhoneNumbers.from_config(config.clients)

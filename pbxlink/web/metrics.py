@@ -11,7 +11,7 @@ object, as its buckets are worth not rewriting.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol, get_args
+from typing import Protocol, get_args
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,9 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 
 from pbxlink.calls.record import Status
 from pbxlink.loglimit import LogLimit
-
-if TYPE_CHECKING:
-    from pbxlink.web.app import StatusSource
+from pbxlink.web.keys import StatusSource
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # prometheus_client's "latest" is 1.0.0 now
 # A directory lookup is on the way to a popup: it should take milliseconds, never seconds.

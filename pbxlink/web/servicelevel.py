@@ -35,6 +35,7 @@ from pbxlink.calls.record import iso_utc
 from pbxlink.settings import SL_VARIANTS, Config
 from pbxlink.web.auth import operator_of, requires
 from pbxlink.web.errors import bad_request
+from pbxlink.web.keys import CONFIG
 from pbxlink.web.openapi import BEARER, error, json_body, obj, query_param
 
 log = structlog.get_logger("pbxlink.web")
@@ -47,8 +48,6 @@ MAX_HOUR_DAYS = 31  # group=hour: at most 744 groups
 
 def add_routes(app: web.Application, store: CallLogStore) -> None:
     """Mount the route on an app make_app built; it reads through the call log's reader."""
-    from pbxlink.web.app import CONFIG  # not at the top: app.py may import this module
-
     app.router.add_get(PATH, _ServiceLevel(store, app[CONFIG]).get)
 
 
