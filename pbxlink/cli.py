@@ -4,15 +4,19 @@ commands that replay AMI captures, check its config and manage its client direct
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import secrets
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import structlog
 
 from pbxlink import __version__, lock
+from pbxlink.calllog import relink_calls
 from pbxlink.calls.record import CallRecord, iso_utc
 from pbxlink.calls.tracker import CallTracker
 from pbxlink.calls.updates import (
@@ -24,14 +28,16 @@ from pbxlink.calls.updates import (
     Ringing,
     Transferred,
 )
+from pbxlink.clients import csvio
+from pbxlink.clients.csvio import ImportReport
+from pbxlink.clients.directory import Directory
 from pbxlink.config import Config, ConfigError, load, parse
+from pbxlink.db import SchemaError
 from pbxlink.logs import setup_logging
 from pbxlink.operators import hash_token
 from pbxlink.replay import ReplayStats, finished_calls, first_timestamp, read_chunks, replay
 from pbxlink.sim import scenarios
-
-if TYPE_CHECKING:
-    from pbxlink.clients.csvio import ImportReport
+from pbxlink.startup import StartError
 
 TABLE = (
     "{:<19} {:<8} {:<26.26} {:<14.14} {:<11.11} {:<8} {:<10.10} {:<8} {:>6} {:>6} {:<4.4} {:<3} {}"
@@ -178,12 +184,9 @@ def _load_or_default(path: Path | None) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon. Exit codes: 0 stopped cleanly, 2 bad config, a port in use or the database
     held by another daemon, 78 AMI login refused."""
-    import asyncio
-
-    import structlog
-
+    # the one import inside a function: the daemon's own imports (websockets, aiosqlite,
+    # panoramisk, prometheus_client) would double the start of every other command
     from pbxlink.daemon import Daemon
-    from pbxlink.startup import StartError
 
     try:
         config = _load_or_default(args.config)
@@ -235,14 +238,6 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_clients_import(args: argparse.Namespace) -> int:
     """Exit codes: 0 imported (or a clean dry run), 1 the file was rejected and nothing was
     written (row errors, not UTF-8, not CSV), 2 bad options, config or column mapping."""
-    import asyncio
-    import sqlite3
-
-    from pbxlink.calllog import relink_calls
-    from pbxlink.clients import csvio
-    from pbxlink.clients.directory import Directory
-    from pbxlink.db import SchemaError
-
     try:
         config = _load_or_default(args.config)
         mapping = csvio.parse_mapping(args.map)
@@ -321,12 +316,6 @@ def _print_import(report: ImportReport, show: int) -> None:
 
 
 def cmd_clients_export(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from pbxlink.clients import csvio
-    from pbxlink.clients.directory import Directory
-    from pbxlink.db import SchemaError
-
     try:
         config = _load_or_default(args.config)
     except ConfigError as exc:

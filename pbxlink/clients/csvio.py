@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import structlog
+from tqdm import tqdm
 
 from pbxlink.clients.directory import _BLANK_POTENTIAL, Directory
 from pbxlink.clients.model import (
@@ -758,8 +759,6 @@ class _NoBar:
 def _bar(enabled: bool, total: int | None, desc: str) -> Any:
     if not enabled:
         return _NoBar()
-    from tqdm import tqdm
-
     return tqdm(
         total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
         dynamic_ncols=True, leave=True,

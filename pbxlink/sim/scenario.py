@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pbxlink.ami.framing import BANNER_PREFIX, AmiParser, Message
+from pbxlink.sim import scenarios as shipped
 
 #: ids of one copy are numbered `seq * STRIDE + k`: copies never share one
 STRIDE = 4096
@@ -372,8 +373,6 @@ class ScenarioCopy:
 
 def load_scenarios(paths: Iterable[str | Path] = ()) -> list[Scenario]:
     """The given .ami files, or with none the scenarios shipped with pbxlink."""
-    from pbxlink.sim import scenarios as shipped
-
     sources: list[Source | str | Path] = list(paths)
     if not sources:
         sources = list(shipped())
