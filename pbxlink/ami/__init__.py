@@ -1,4 +1,6 @@
-"""Everything that speaks the Asterisk Manager Interface."""
+"""Owns the Asterisk Manager Interface: framing bytes into messages, and the live link (login,
+pings, reconnects). Never imports what reads the events (calllog/, clients/, desk/, hub/, web/),
+the simulator (sim/), the config loader or the daemon: they import it."""
 
 from pbxlink.ami.framing import AmiParser, Banner, Frame, Message, Subscription
 

@@ -1,4 +1,6 @@
-"""The call tracker: a sans-IO state machine from AMI events to call records."""
+"""Owns the call tracker: a sans-IO state machine from AMI events (any Mapping[str, str]) to
+call records and updates. Never imports I/O, a clock or logging, nor any other part of pbxlink
+(ami/ included): tests/test_structure.py checks it."""
 
 from pbxlink.calls.record import RECORD_FIELDS, CallRecord
 from pbxlink.calls.rules import ChannelRules

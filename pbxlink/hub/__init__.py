@@ -1,4 +1,6 @@
-"""The popup hub: client cards pushed to operators over a WebSocket (docs/popup-protocol.md)."""
+"""Owns the popup WebSocket (docs/popup-protocol.md): the operators' sockets, their hello and
+heartbeats, carrying the desk's messages. Never imports web/ (it serves /api/hub, not the hub),
+ami/, calllog/, clients/ or the daemon."""
 
 from pbxlink.hub.server import Hub
 

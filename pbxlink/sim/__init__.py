@@ -1,7 +1,8 @@
-"""The built-in AMI simulator's material: recorded scenarios shipped with the package.
+"""Owns the built-in AMI simulator: recorded scenarios played as a fake Asterisk. Never imports
+what reads AMI (calls/, calllog/, clients/, desk/, hub/, web/), the config loader or the daemon.
 
-They are copies of real Asterisk 22.9 recordings from the project's shared traces, so a fresh
-install can show real calls without a PBX (`make demo`).
+The scenarios are copies of real Asterisk 22.9 recordings from the project's shared traces, so
+a fresh install can show real calls without a PBX (`make demo`).
 """
 
 from __future__ import annotations
