@@ -24,7 +24,7 @@ import structlog
 
 from pbxlink.ami.framing import Message
 from pbxlink.ami.link import AmiLink, AuthError
-from pbxlink.calllog import CallLogStore
+from pbxlink.calllog import CallLogStore, relink_calls
 from pbxlink.calllog.retention import Retention
 from pbxlink.calls import CallTracker, CallUpdate
 from pbxlink.clients.directory import Directory
@@ -66,7 +66,7 @@ class Daemon:
         self.tracker = CallTracker(config.tracker)
         self.store = CallLogStore(config.storage.database_path, too_long=config.thresholds)
         self.retention = Retention(self.store, config.retention, config.recordings_dir)
-        self.directory = Directory.from_config(config)
+        self.directory = Directory.from_config(config, relink_calls=relink_calls)
         clients = config.clients
         self.sources = LookupChain(list(clients.sources), clients.lookup_budget_ms / 1000)
         self.metrics = Metrics()

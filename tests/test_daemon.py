@@ -536,3 +536,40 @@ async def test_sighup_reloads_the_operators_without_a_restart(tmp_path: Path) ->
             assert await me(d, "A") == 200 and d.ami_state == "up"
 
         await run_daemon(load(path), body)
+
+
+async def test_the_running_daemon_merges_clients_and_moves_their_calls(tmp_path: Path) -> None:
+    """An admin's merge through the daemon's own API: the directory the composition root
+    built can move the gone client's calls (the call log's relink_calls is wired in)."""
+    from pbxlink.operators import hash_token
+
+    token = "admin-token-" + "a" * 32
+    async with simulator() as sim:
+        raw = raw_config(tmp_path, sim.port)
+        raw["operators"] = [
+            {"name": "Ana", "extensions": [], "role": "admin", "token_hash": hash_token(token)}
+        ]
+
+        async def body(d: Daemon) -> None:
+            await play(sim, d)  # real calls: every caller became a client with calls
+            headers = {"Authorization": f"Bearer {token}"}
+            base = f"http://127.0.0.1:{d.web_port}/api/clients"
+            async with aiohttp.ClientSession(headers=headers) as http:
+
+                async def calls_of(client_id: int) -> set[str]:
+                    async with http.get(f"{base}/{client_id}/calls") as resp:
+                        return {c["call_id"] for c in (await resp.json())["calls"]}
+
+                async with http.get(base, params={"limit": "50"}) as resp:
+                    ids = [c["id"] for c in (await resp.json())["clients"]]
+                with_calls = [i for i in ids if await calls_of(i)]
+                assert len(with_calls) >= 2, "real calls made clients with calls"
+                keep, gone = with_calls[:2]
+                moved = await calls_of(gone)
+                merge = f"{base}/{keep}/merge"
+                async with http.post(merge, json={"gone_id": gone}) as resp:
+                    assert resp.status == 200, await resp.text()
+                now = await calls_of(keep)
+            assert moved <= now
+
+        await run_daemon(parse(raw), body)
