@@ -14,8 +14,8 @@ from typing import Any
 
 from pbxlink.calls.record import CallRecord, iso_utc
 from pbxlink.clients.card import CallCard, no_lookup
+from pbxlink.clients.cardfields import CardFields
 from pbxlink.clients.model import Client
-from pbxlink.clients.sources import CardFields
 from pbxlink.operators.model import Operator
 
 _TEXT_FIELDS = ("name", "company", "notes", "city", "country")

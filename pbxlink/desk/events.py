@@ -29,8 +29,8 @@ from typing import Any
 from pbxlink.calls.record import CallRecord
 from pbxlink.calls.updates import TooLong
 from pbxlink.clients.card import CallCard
+from pbxlink.clients.cardfields import CardFields
 from pbxlink.clients.model import Client
-from pbxlink.clients.sources import CardFields
 from pbxlink.operators.model import Operator
 
 Message = dict[str, Any]
