@@ -396,3 +396,16 @@ def test_restore_after_a_daemon_restart() -> None:
     after.t.link_down(T0 + 71)
     after.t.link_up(T0 + 72, uptime=1012)
     assert after.send(72, "CoreShowChannelsComplete") == []
+
+
+def test_a_ring_already_told_ends_even_if_its_endpoint_turns_out_a_trunk() -> None:
+    """A phone's ring was announced; then a channel of the same endpoint shows up in a trunk
+    context, so the endpoint is learned as a trunk. The ring still ends (RingEnded), once."""
+    p = Pbx()
+    p.send(0, "Newchannel", Uniqueid="1.1", Channel="PJSIP/101-00000001")
+    p.send(0, "Newchannel", Uniqueid="1.2", Channel="PJSIP/102-00000002")
+    p.send(0, "DialBegin", Uniqueid="1.1", DestUniqueid="1.2")
+    p.send(0, "Newchannel", Uniqueid="1.3", Channel="PJSIP/102-00000003", Context="from-trunk")
+    p.hangup(5, "1.1", "1.2", "1.3")
+    assert [u.extension for u in p.of(Ringing)] == ["102"]
+    assert [u.extension for u in p.of(RingEnded)] == ["102"]

@@ -545,7 +545,12 @@ class CallTracker:
             return
         self._trunk_endpoints.add(endpoint)
         for channel in self.channels.values():
-            if channel.kind is Kind.PHONE and channel.endpoint == endpoint:
+            leg = channel.call.legs.get(channel.uniqueid)
+            if (
+                channel.kind is Kind.PHONE
+                and channel.endpoint == endpoint
+                and (leg is None or not leg.announced)  # its ring was told: its end will be
+            ):
                 channel.kind, channel.extension = Kind.TRUNK, None
 
     @property
