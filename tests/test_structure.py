@@ -120,7 +120,7 @@ NEVER: dict[str, tuple[str, ...] | str] = {
     "calllog": ("clients", "hub", "web", "daemon"),
     "clients": ("calllog",),
     "db": EVERY_OTHER_PART,
-    "hub": ("web", "ami", "calllog", "clients", "daemon"),
+    "hub": ("web", "ami", "calllog", "clients", "config", "daemon"),
     "operators": EVERY_OTHER_PART,
     "sim": ("calls", "calllog", "clients", "desk", "hub", "web", "config", "daemon"),
     "web": ("ami", "sim", "config", "daemon"),

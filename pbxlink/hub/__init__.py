@@ -1,6 +1,6 @@
 """Owns the popup WebSocket (docs/popup-protocol.md): the operators' sockets, their hello and
 heartbeats, carrying the desk's messages. Never imports web/ (it serves /api/hub, not the hub),
-ami/, calllog/, clients/ or the daemon."""
+ami/, calllog/, clients/, the config loader or the daemon."""
 
 from pbxlink.hub.server import Hub
 

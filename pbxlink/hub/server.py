@@ -23,13 +23,13 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
-from pbxlink.config import Config, ConfigError
 from pbxlink.desk.events import SessionClosed, SessionOpened
 from pbxlink.hub import messages
 from pbxlink.hub.messages import CloseWith, Message
 from pbxlink.hub.origin import same_host
 from pbxlink.loglimit import LogLimit
 from pbxlink.operators import Operator, Operators, hash_token
+from pbxlink.settings import Config, ConfigError
 from pbxlink.tls import TlsFilesError, server_context
 
 log = structlog.get_logger("pbxlink.hub")
