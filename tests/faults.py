@@ -23,27 +23,11 @@ import re
 from dataclasses import dataclass, field
 
 from pbxlink.ami.framing import AmiParser, Message
+from pbxlink.sim.scenario import CHANNEL_FIELDS as SHOW_FIELDS  # the simulator's list too
 
 CRLF2 = b"\r\n\r\n"
 STAMP = re.compile(rb"\nTimestamp: ([0-9.]+)")
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
-#: the channel fields of a real CoreShowChannel, in Asterisk 22's order (trace 15)
-SHOW_FIELDS = (
-    "Channel",
-    "ChannelState",
-    "ChannelStateDesc",
-    "CallerIDNum",
-    "CallerIDName",
-    "ConnectedLineNum",
-    "ConnectedLineName",
-    "Language",
-    "AccountCode",
-    "Context",
-    "Exten",
-    "Priority",
-    "Uniqueid",
-    "Linkedid",
-)
 #: uniqueid-valued fields: an event naming any of them is about those channels
 ID_FIELDS = (
     "Uniqueid",
