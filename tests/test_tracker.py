@@ -409,3 +409,25 @@ def test_a_ring_already_told_ends_even_if_its_endpoint_turns_out_a_trunk() -> No
     p.hangup(5, "1.1", "1.2", "1.3")
     assert [u.extension for u in p.of(Ringing)] == ["102"]
     assert [u.extension for u in p.of(RingEnded)] == ["102"]
+
+
+def test_a_ring_moved_by_a_merge_ends_where_it_was_told() -> None:
+    """A phone rings for a call that another, older call then absorbs (a bridge joins them):
+    its ring ends under the absorbed call and rings on under the merged one, so every
+    RingEnded follows a Ringing of the same call."""
+    p = Pbx()
+    p.send(0, "Newchannel", Uniqueid="1.1", Channel="PJSIP/102-00000001")
+    p.send(1, "Newchannel", Uniqueid="1.4", Channel="PJSIP/104-00000004")
+    p.send(1, "Newchannel", Uniqueid="1.2", Channel="PJSIP/101-00000002", Linkedid="1.4")
+    p.send(1, "DialBegin", Uniqueid="1.4", DestUniqueid="1.2", DialString="101")
+    p.bridge(2, "b", "1.1", "1.4")
+    p.hangup(3, "1.2", cause="19")
+    p.hangup(4, "1.1", "1.4")
+    rings = [u for u in p.out if isinstance(u, (Ringing, RingEnded))]
+    told = [(type(u).__name__, u.call_id, u.extension) for u in rings]
+    assert told == [
+        ("Ringing", "1.4", "101"),
+        ("RingEnded", "1.4", "101"),
+        ("Ringing", "1.1", "101"),
+        ("RingEnded", "1.1", "101"),
+    ]

@@ -295,6 +295,15 @@ class CallTracker:
             keep, gone = gone, keep
         if gone.answered_at is None and gone.caller is not None:
             gone.answered_at = at  # its caller is now talking to the other call
+        # a phone still ringing for the absorbed call rings for the merged one from now on:
+        # its ring ends under the old call and starts under the new (each told once)
+        moving = [
+            leg.dest.extension
+            for leg in gone.legs.values()
+            if leg.ringing and leg.announced and leg.dest.extension
+        ]
+        for ext in moving:
+            self.emit(RingEnded(at, gone.record(at), ext, "unknown"))
         gone.ended_at = at
         self.emit(CallEnded(at, gone.record(at)))
         for uid, channel in gone.channels.items():
@@ -314,6 +323,8 @@ class CallTracker:
         keep.last_at = max(keep.last_at, gone.last_at)
         self.calls.pop(gone.call_id, None)
         self._remember(gone.call_id)
+        for ext in moving:
+            self.emit(Ringing(at, keep.record(at), ext))
         return keep
 
     def remove_channel(self, channel: Channel, at: float) -> None:
