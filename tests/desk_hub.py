@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from pbxlink.calls import CallUpdate
-from pbxlink.clients.card import CallCard
 from pbxlink.clients.directory import Directory
 from pbxlink.config import Config
 from pbxlink.desk import (
@@ -23,6 +22,7 @@ from pbxlink.desk import (
     RosterChanged,
     Send,
 )
+from pbxlink.desk.card import CallCard
 from pbxlink.hub import Hub
 from pbxlink.operators import Operator, Operators
 

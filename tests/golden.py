@@ -76,7 +76,6 @@ from pbxlink.calls import (
     Ringing,
     Transferred,
 )
-from pbxlink.clients.card import client_number
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import Client
 from pbxlink.clients.numbers import Number
@@ -91,6 +90,7 @@ from pbxlink.config import (
 )
 from pbxlink.daemon import TICK_S, Daemon
 from pbxlink.desk import Tick
+from pbxlink.desk.card import client_number
 from pbxlink.logs import setup_logging
 from pbxlink.operators import Operator, hash_token
 from pbxlink.replay import first_timestamp, read_chunks, replay

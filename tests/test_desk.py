@@ -21,7 +21,6 @@ from pbxlink.calls import (
     Ringing,
     Transferred,
 )
-from pbxlink.clients.card import CallCard
 from pbxlink.config import Thresholds
 from pbxlink.desk import (
     Alert,
@@ -42,6 +41,7 @@ from pbxlink.desk import (
     Snapshot,
     Tick,
 )
+from pbxlink.desk.card import CallCard
 from pbxlink.operators import Operator, hash_token
 from pbxlink.replay import read_chunks, replay
 

@@ -39,8 +39,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 
 from pbxlink.calls import Ringing
-from pbxlink.clients.card import CallCard
 from pbxlink.config import ConfigError
+from pbxlink.desk.card import CallCard
 from pbxlink.loglimit import RATE
 from pbxlink.operators import Operator
 from pbxlink.web import Metrics

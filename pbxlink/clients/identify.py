@@ -11,10 +11,10 @@ from typing import Any
 
 import structlog
 
-from pbxlink.clients.card import CallCard
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import Client
 from pbxlink.clients.sources import CardFields, LookupChain, LookupResult
+from pbxlink.desk.card import CallCard
 
 log = structlog.get_logger("pbxlink.clients")
 

@@ -9,20 +9,102 @@ guesses which of them calls.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from pbxlink.calls.record import CallRecord, iso_utc
-from pbxlink.clients.card import CallCard, no_lookup
-from pbxlink.clients.cardfields import CardFields
-from pbxlink.clients.model import Client
-from pbxlink.operators.model import Operator
+
+
+class Person(Protocol):
+    """What the desk reads of an operator (`pbxlink.operators.Operator` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def extensions(self) -> tuple[str, ...]: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def token_hash(self) -> str: ...
+
+
+class ClientLike(Protocol):
+    """What a card shows of a directory client (`pbxlink.clients.model.Client` is one)."""
+
+    id: int
+    name: str
+    company: str
+    notes: str
+    city: str
+    country: str
+    category: str
+    category_label: str
+    category_color: str
+    photo: str | None
+
+    @property
+    def open_orders(self) -> Sequence[Any]: ...
+
+
+class CrmFields(Protocol):
+    """What a card shows of the CRM's answer (`pbxlink.clients.cardfields.CardFields`)."""
+
+    name: str
+    company: str
+    notes: str
+    city: str
+    country: str
+    category: str
+    photo_url: str | None
+    orders: Sequence[Mapping[str, Any]]
+
+    def empty(self) -> bool: ...
+
+
 
 _TEXT_FIELDS = ("name", "company", "notes", "city", "country")
 _ORDER_FIELDS = ("number", "stage", "responsible", "debt")
 
 
-def operator_names(operators: Iterable[Operator]) -> dict[str, str]:
+#: why nobody is looked up for a call: a colleague calls, or the caller withheld the number
+NoLookup = Literal["internal", "withheld"]
+
+
+@dataclass(slots=True)
+class CallCard:
+    """The directory's clients for the number (more than one when they share it), whether
+    the number was unknown until this call, and what the CRM sources said (may come later)."""
+
+    clients: list[ClientLike]
+    external: CrmFields | None = None
+    new_client: bool = False
+
+
+def client_number(call: CallRecord) -> str:
+    """Whose card an operator needs: the caller's inbound, the called party's outbound."""
+    if call.direction == "inbound":
+        return call.caller_number
+    if call.direction == "outbound":
+        return call.called_number
+    return ""
+
+
+def no_lookup(call: CallRecord) -> NoLookup | None:
+    """Why the call has nobody to look up, or None when it has a number to look up.
+
+    Internal: the caller is a colleague, not a client. Withheld: the number has no digit
+    (`anonymous`, `restricted`, empty), which is what the directory cannot normalise either
+    (`PhoneNumbers.normalize` gives None exactly then). The card says so from the first
+    message on instead of waiting for a lookup that is never made."""
+    if call.direction == "internal":
+        return "internal"
+    if not any(c.isdecimal() for c in client_number(call)):
+        return "withheld"
+    return None
+
+
+def operator_names(operators: Iterable[Person]) -> dict[str, str]:
     """extension -> the name shown for it; an operator's own phone wins over a supervisor's."""
     names: dict[str, str] = {}
     for op in sorted(operators, key=lambda o: o.role != "operator"):
@@ -82,25 +164,25 @@ def shown_status(call: CallRecord, final: bool) -> str:
     return "no_answer"
 
 
-def client_dict(client: Client | None, external: CardFields | None) -> dict[str, Any] | None:
+def client_dict(client: ClientLike | None, external: CrmFields | None) -> dict[str, Any] | None:
     """The directory's client with its gaps filled from the CRM; None when neither knows."""
     if external is not None and external.empty():
         external = None
     if client is None and external is None:
         return None
-    ext = external or CardFields()
     out: dict[str, Any] = {"id": client.id if client else None}
     for name in _TEXT_FIELDS:
         own = getattr(client, name) if client else ""
-        out[name] = own or getattr(ext, name) or ""
+        out[name] = own or getattr(external, name, "") or ""
     if client is not None:
         out["category"] = client.category
         out["category_label"] = client.category_label
         out["category_color"] = client.category_color
     else:
-        out["category"] = out["category_label"] = ext.category
+        assert external is not None  # neither: None was returned above
+        out["category"] = out["category_label"] = external.category
         out["category_color"] = None
-    crm_photo = _safe_url(ext.photo_url)
+    crm_photo = _safe_url(external.photo_url if external is not None else None)
     if client is not None and (client.photo or crm_photo is None):
         out["photo_url"] = f"/api/clients/{client.id}/photo"
     else:
@@ -109,7 +191,9 @@ def client_dict(client: Client | None, external: CardFields | None) -> dict[str,
         out["orders"] = [{k: getattr(o, k) for k in _ORDER_FIELDS} for o in client.open_orders]
     else:
         out["orders"] = [
-            _crm_order(order) for order in ext.orders if order.get("open") is not False
+            _crm_order(order)
+            for order in (external.orders if external is not None else ())
+            if order.get("open") is not False
         ]
     return out
 

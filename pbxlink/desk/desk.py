@@ -35,9 +35,8 @@ from pbxlink.calls.updates import (
     TooLong,
     Transferred,
 )
-from pbxlink.clients.card import CallCard, client_number, no_lookup
 from pbxlink.desk import messages
-from pbxlink.desk.card import card_dict, operator_names
+from pbxlink.desk.card import CallCard, Person, card_dict, client_number, no_lookup, operator_names
 from pbxlink.desk.events import (
     Alert,
     CardCompleted,
@@ -57,7 +56,6 @@ from pbxlink.desk.events import (
     Snapshot,
     Tick,
 )
-from pbxlink.operators.model import Operator
 
 #: ring outcomes that are a missed call for that extension (answered_elsewhere is not)
 MISSED = frozenset({"no_answer", "busy"})
@@ -88,7 +86,7 @@ class _Live:
 
 @dataclass(slots=True)
 class _Session:
-    operator: Operator
+    operator: Person
 
     @property
     def wallboard(self) -> bool:
@@ -97,7 +95,7 @@ class _Session:
 
 class Desk:
     def __init__(
-        self, *, company: str, operators: Iterable[Operator], too_long: TooLongRule
+        self, *, company: str, operators: Iterable[Person], too_long: TooLongRule
     ) -> None:
         self.company = company
         self._operators = tuple(operators)
@@ -312,7 +310,7 @@ class Desk:
     def _closed(self, e: SessionClosed) -> None:
         self._unindex(e.session)
 
-    def _index(self, session_id: int, operator: Operator) -> _Session:
+    def _index(self, session_id: int, operator: Person) -> _Session:
         session = self._sessions[session_id] = _Session(operator)
         if session.wallboard:
             self._wallboards.add(session_id)

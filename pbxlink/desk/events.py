@@ -28,10 +28,7 @@ from typing import Any
 
 from pbxlink.calls.record import CallRecord
 from pbxlink.calls.updates import TooLong
-from pbxlink.clients.card import CallCard
-from pbxlink.clients.cardfields import CardFields
-from pbxlink.clients.model import Client
-from pbxlink.operators.model import Operator
+from pbxlink.desk.card import CallCard, ClientLike, CrmFields, Person
 
 Message = dict[str, Any]
 
@@ -47,7 +44,7 @@ class LookedUp:
 @dataclass(slots=True, frozen=True)
 class CardCompleted:
     call_id: str
-    external: CardFields
+    external: CrmFields
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,18 +55,18 @@ class ClientsChanged:
 @dataclass(slots=True, frozen=True)
 class Refreshed:
     call_id: str
-    clients: tuple[Client, ...]
+    clients: tuple[ClientLike, ...]
 
 
 @dataclass(slots=True, frozen=True)
 class RosterChanged:
-    operators: tuple[Operator, ...]
+    operators: tuple[Person, ...]
 
 
 @dataclass(slots=True, frozen=True)
 class SessionOpened:
     session: int
-    operator: Operator
+    operator: Person
 
 
 @dataclass(slots=True, frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from pbxlink.calls.record import CallRecord, iso_utc
-from pbxlink.operators.model import Operator
+from pbxlink.desk.card import Person
 
 VERSION = 1
 
@@ -22,7 +22,7 @@ PROTOCOL_ERROR = 4400
 Message = dict[str, Any]
 
 
-def welcome(operator: Operator, company: str, calls: list[Message]) -> Message:
+def welcome(operator: Person, company: str, calls: list[Message]) -> Message:
     return {
         "type": "welcome",
         "v": VERSION,
