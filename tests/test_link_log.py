@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from pbxlink.ami.framing import Message
+from pbxlink.ami.link import AmiLink
 from pbxlink.daemon import Daemon
 
 from test_daemon import config, run_daemon, simulator, until
@@ -126,3 +127,30 @@ async def test_a_connection_pbxlink_closed_itself_is_not_blamed_on_asterisk(
             assert "pbxlink" not in theirs
 
         await run_daemon(config(tmp_path, sim.port), body)
+
+
+async def test_a_stop_at_any_moment_of_connecting_ends_the_link(tmp_path: Path) -> None:
+    """Cancelled at every loop step of its connect and login, the link's task ends. On Python
+    3.11 `asyncio.wait_for` drops a cancel that arrives as the awaited connect completes: the
+    task then ran on, and a daemon sent SIGTERM just after start-up never stopped (CI saw it;
+    a loop of start-then-SIGTERM hung 4 times in 40)."""
+    async with simulator() as sim:
+        settings = config(tmp_path, sim.port).ami
+        ups: list[float] = []
+        for steps in range(60):
+            link = AmiLink(
+                settings,
+                subscription={},
+                on_event=lambda msg, at: None,
+                on_up=lambda at, uptime: ups.append(at),
+                on_down=lambda at: None,
+            )
+            task = asyncio.create_task(link.run())
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)
+            link.close()
+            assert task in done, f"cancelled after {steps} loop steps, the link ran on"
+            assert task.cancelled(), f"after {steps} steps: {task}"
+        assert ups, "no cancel came after the login: the steps never reached it"

@@ -60,7 +60,12 @@ def daemon(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, log.read_text()
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"SIGTERM left the daemon running:\n{log.read_text()}") from None
+        assert code == 0, log.read_text()
 
 
 def said(stderr: str) -> list[str]:

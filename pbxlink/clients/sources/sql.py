@@ -418,13 +418,15 @@ class SqlSource(Source):
             return
         if self._dialect == "postgresql":
             try:
-                await asyncio.wait_for(pool.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await pool.close()
             except Exception:  # TimeoutError included
                 pool.terminate()
         else:
             pool.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pool.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await pool.wait_closed()
 
     @classmethod
     def from_dict(cls, where: str, table: dict[str, Any]) -> SqlSource:
