@@ -1,6 +1,7 @@
-"""What the directory hands out (frozen: lookups share them through the cache), its errors, and
-the checks every value passes before it is written: the tables are not STRICT, so these are
-what keeps a number out of a name column and a 5 MB string out of a card.
+"""What the directory hands out (frozen msgspec Structs: lookups share them through the cache,
+and they are cheap to build from rows), its errors, and the checks every value passes before it
+is written: the tables are not STRICT, so these are what keeps a number out of a name column
+and a 5 MB string out of a card.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from pbxlink.calls.record import iso_utc
+import msgspec
 
 POTENTIAL = "potential"  # the category of clients created for unknown callers
 DEFAULT_CATEGORY = "regular"
@@ -77,8 +77,7 @@ class Conflict(DirectoryError):
         self.message = message
 
 
-@dataclass(slots=True, frozen=True)
-class Phone:
+class Phone(msgspec.Struct, frozen=True):
     id: int
     client_id: int
     raw: str
@@ -86,12 +85,8 @@ class Phone:
     tail: str
     label: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "raw": self.raw, "e164": self.e164, "label": self.label}
 
-
-@dataclass(slots=True, frozen=True)
-class Order:
+class Order(msgspec.Struct, frozen=True):
     id: int
     client_id: int
     number: str
@@ -102,39 +97,20 @@ class Order:
     created_at: float
     updated_at: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "client_id": self.client_id,
-            "number": self.number,
-            "stage": self.stage,
-            "responsible": self.responsible,
-            "debt": self.debt,
-            "open": self.open,
-            "created_at": iso_utc(self.created_at),
-            "updated_at": iso_utc(self.updated_at),
-        }
 
-
-@dataclass(slots=True, frozen=True)
-class Category:
+class Category(msgspec.Struct, frozen=True):
     name: str
     label: str
     color: str
     builtin: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "label": self.label,
-            "color": self.color,
-            "builtin": self.builtin,
-        }
 
+class Client(msgspec.Struct, frozen=True):
+    """A client's card: the client, its category's label and colour, phones, open orders.
 
-@dataclass(slots=True, frozen=True)
-class Client:
-    """A client's card: the client, its category's label and colour, phones, open orders."""
+    What the directory knows, not how an API shows it: the REST form (a nested category, the
+    photo's URL) is pbxlink.web.cards', the popup's is pbxlink.desk.card's, both read from
+    these attributes."""
 
     id: int
     name: str
@@ -151,28 +127,6 @@ class Client:
     updated_at: float
     phones: tuple[Phone, ...] = ()
     open_orders: tuple[Order, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "company": self.company,
-            "category": {
-                "name": self.category,
-                "label": self.category_label,
-                "color": self.category_color,
-            },
-            "notes": self.notes,
-            "city": self.city,
-            "country": self.country,
-            "has_photo": self.photo is not None,
-            "photo_url": f"/api/clients/{self.id}/photo",
-            "responsible": self.responsible,
-            "created_at": iso_utc(self.created_at),
-            "updated_at": iso_utc(self.updated_at),
-            "phones": [p.to_dict() for p in self.phones],
-            "open_orders": [o.to_dict() for o in self.open_orders],
-        }
 
 
 # -- checks ------------------------------------------------------------------------------------

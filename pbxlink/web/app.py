@@ -11,6 +11,7 @@ from __future__ import annotations
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -27,9 +28,11 @@ from pbxlink.web.errors import JsonErrorRunner, error_middleware
 from pbxlink.web.hub import add_routes as add_hub_routes
 from pbxlink.web.keys import CONFIG, STATUS, StatusSource
 from pbxlink.web.metrics import CONTENT_TYPE, Metrics
+from pbxlink.web.models import Ami, Health, Me
 from pbxlink.web.page import add_routes as add_page_routes
 from pbxlink.web.recordings import add_routes as add_recording_routes
 from pbxlink.web.servicelevel import add_routes as add_service_level_routes
+from pbxlink.web.spec import Answer, Route, mount, respond
 
 MAX_BODY = 1 << 20  # 1 MiB: JSON for a client card or a filter, never uploads of media
 SHUTDOWN_S = 5.0  # how long open requests (later: websockets) get to finish on shutdown
@@ -68,10 +71,7 @@ def make_app(
     app[METRICS] = metrics
     metrics.bind(status)
     app.on_response_prepare.append(_default_headers)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", prometheus)
-    app.router.add_get("/api/me", me)
-    openapi.add_route(app)
+    mount(app, BASE_ROUTES, {"getOpenApi": openapi.Document().get})
     if directory is not None:
         if store is None:
             raise ValueError(
@@ -101,17 +101,14 @@ async def healthz(request: web.Request) -> web.Response:
     status = request.app[STATUS]
     up = status.ami_state == "up"
     age = status.last_event_age_s
-    body = {
-        "status": "ok" if up else "degraded",
-        "ami": {
-            "state": str(status.ami_state),
-            "last_event_age_s": None if age is None else round(age, 3),
-        },
-        "calls_active": status.calls_active,
-        "store_queue_depth": status.store_queue_depth,
-        "uptime_s": round(max(time.time() - status.started_at, 0.0), 3),
-    }
-    return web.json_response(body, status=200 if up else 503)
+    body = Health(
+        status="ok" if up else "degraded",
+        ami=Ami(str(status.ami_state), None if age is None else round(age, 3)),
+        calls_active=status.calls_active,
+        store_queue_depth=status.store_queue_depth,
+        uptime_s=round(max(time.time() - status.started_at, 0.0), 3),
+    )
+    return respond(body, 200 if up else 503)
 
 
 @public
@@ -123,7 +120,22 @@ async def prometheus(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     """Who the token belongs to: the page shows it, scripts check their token with it."""
     op = operator_of(request)
-    return web.json_response({"name": op.name, "extensions": list(op.extensions), "role": op.role})
+    return respond(Me(op.name, list(op.extensions), op.role))
+
+
+BASE_ROUTES = [
+    Route("GET", "/healthz", "getHealth", "AMI link state, last event age, calls in progress",
+          "daemon", {200: Answer("the AMI link is up", Health),
+                     503: Answer("the AMI link is down", Health)},
+          role="public", handler=healthz),
+    Route("GET", "/metrics", "getMetrics", "Prometheus metrics (text format 0.0.4)", "daemon",
+          {200: Answer("the metrics", content={"text/plain": {"schema": {"type": "string"}}})},
+          role="public", handler=prometheus),
+    Route("GET", "/api/me", "getMe", "Who the token belongs to", "daemon",
+          {200: Answer("the token's operator", Me)}, handler=me),
+    Route("GET", openapi.PATH, "getOpenApi", "This document", "daemon",
+          {200: Answer("the OpenAPI 3.1 document", dict[str, Any])}, role="public"),
+]  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -18,10 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import structlog
 from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
 
 from pbxlink.calllog import export, query
 from pbxlink.calllog.params import QueryError, flag
@@ -29,10 +31,12 @@ from pbxlink.calllog.store import CallLogStore
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import NotFound
 from pbxlink.clients.numbers import PhoneNumbers
+from pbxlink.web import cards, models
 from pbxlink.web.auth import call_scope, operator_of
 from pbxlink.web.errors import ApiError, bad_request
 from pbxlink.web.keys import CONFIG
-from pbxlink.web.openapi import BEARER, error, json_body, obj, query_param
+from pbxlink.web.models import CallPage, Date, Days, Seconds, Totals
+from pbxlink.web.spec import Answer, Route, mount, respond
 
 log = structlog.get_logger("pbxlink.web")
 
@@ -46,12 +50,9 @@ def add_routes(app: web.Application, store: CallLogStore, directory: Directory |
         directory.numbers if directory is not None else PhoneNumbers.from_config(config.clients)
     )
     calls = _Calls(store, directory, numbers, config.tracker.pbx_timezone)
-    # the fixed paths first: /api/calls/{call_id} would take them
-    app.router.add_get("/api/calls", calls.list)
-    app.router.add_get("/api/calls/totals", calls.totals)
-    app.router.add_get("/api/calls/by-day", calls.by_day)
-    app.router.add_get("/api/calls.csv", calls.csv)
-    app.router.add_get("/api/calls/{call_id}", calls.get)
+    handlers = {"listCalls": calls.list, "callTotals": calls.totals, "callsByDay": calls.by_day,
+                "exportCalls": calls.csv, "getCall": calls.get}  # fmt: skip
+    mount(app, ROUTES, handlers)
 
 
 @dataclass(slots=True)
@@ -89,16 +90,16 @@ class _Calls:
             )
         except QueryError as exc:
             raise bad_request(exc) from None
-        return web.json_response({"items": page.items, "next_cursor": page.next_cursor})
+        return respond({"items": page.items, "next_cursor": page.next_cursor})  # CallPage
 
     async def totals(self, request: web.Request) -> web.Response:
         f, scope = self._filter(request)
-        return web.json_response(await query.totals(self.store.reader, f, scope=scope))
+        return respond(await query.totals(self.store.reader, f, scope=scope))  # Totals
 
     async def by_day(self, request: web.Request) -> web.Response:
         f, scope = self._filter(request)
         days = await query.by_day(self.store.reader, f, scope=scope, tz=self.tz)
-        return web.json_response({"days": days})
+        return respond({"days": days})  # Days
 
     async def get(self, request: web.Request) -> web.Response:
         for key in request.query:
@@ -110,11 +111,11 @@ class _Calls:
         client = None
         if found["client_id"] is not None and self.directory is not None:
             try:
-                client = (await self.directory.get(found["client_id"])).to_dict()
+                client = cards.client(await self.directory.get(found["client_id"]))
             except NotFound:
                 client = None  # deleted since: the trigger unlinks it, this read came first
         accesses = await self.store.recording_accesses(call_id)
-        return web.json_response({**found, "client": client, "recording_accesses": accesses})
+        return respond({**found, "client": client, "recording_accesses": accesses})  # CallDetail
 
     async def csv(self, request: web.Request) -> web.StreamResponse:
         """Streamed in batches: a year of calls never sits in memory. A failure after the
@@ -156,195 +157,117 @@ class _Calls:
         return response
 
 
-# -- OpenAPI ---------------------------------------------------------------------------------------
+# -- the routes ----------------------------------------------------------------------------------
 
-_COUNT = {"type": "integer", "minimum": 0}
-_ITEM = {
-    "allOf": [
-        {"$ref": "#/components/schemas/CallRecord"},
-        obj(
-            {
-                "client_id": {"type": ["integer", "null"]},
-                "too_long": {"type": "boolean", "description": "talk time past the threshold"},
-                "client_name": {"type": ["string", "null"]},
-                "client_category": {"type": ["string", "null"]},
-            }
-        ),
-    ]
-}
 _CSV_LIST = "one value, several comma-separated, or the parameter repeated"
+Instant = Annotated[str, Meta(examples=["2024-03-01", "2024-03-01T09:00:00+04:00"])]
+Flag = Literal["true", "false", "1", "0"]
 
 
-_INSTANT = {"type": "string", "examples": ["2024-03-01", "2024-03-01T09:00:00+04:00"]}
-_SECONDS = {"type": "number", "minimum": 0}
-_BOOL = {"type": "string", "enum": ["true", "false", "1", "0"]}
-FILTERS = [
-    query_param("from", "a date (that day's start in the PBX time zone) or a date-time with "
-                "offset; inclusive", _INSTANT),
-    query_param("until", "same forms as from; exclusive; after from (else a 400)", _INSTANT),
-    query_param("day", "one whole PBX-local day, YYYY-MM-DD (not with from/until)",
-                {"type": "string", "format": "date"}),
-    query_param("direction", f"inbound, outbound, internal; {_CSV_LIST}", {"type": "string"}),
-    query_param("status", "answered, no_answer, busy, abandoned, voicemail, failed, missed (the "
-                f"four unanswered ones; with extension: calls that rang it); {_CSV_LIST}",
-                {"type": "string"}),
-    query_param("extension", "calls it placed, rang, answered or was transferred to; "
-                f"{_CSV_LIST}", {"type": "string"}),
-    query_param("number", "the caller's or the called number, in any written form",
-                {"type": "string"}),
-    query_param("client", "the client's id", {"type": "integer", "minimum": 1}),
-    query_param("category", "the client's category name", {"type": "string"}),
-    query_param("queue", "the queue the call joined", {"type": "string"}),
-    query_param("talk_min_s", "talk time at least", _SECONDS),
-    query_param("talk_max_s", "talk time at most", _SECONDS),
-    query_param("wait_min_s", "wait time at least", _SECONDS),
-    query_param("wait_max_s", "wait time at most", _SECONDS),
-    query_param("too_long", "talk time past the configured threshold, or not", _BOOL),
-    query_param("recorded", "has a recording, or not", _BOOL),
-]  # fmt: skip
-_SORT = query_param("sort", "the order; ties in call_id order", {"enum": list(query.SORTS)})
+def _doc(text: str) -> Meta:
+    return Meta(description=text)
+
+
+class CallFilters(msgspec.Struct):
+    """The filters of every call log route. Checked by calllog's parser (query.parse_filter),
+    which takes lists and repeats: this Struct is what the document says of them."""
+
+    from_: (
+        Annotated[
+            Instant,
+            _doc(
+                "a date (that day's start in the PBX time zone) or a "
+                "date-time with offset; inclusive"
+            ),
+        ]
+        | UnsetType
+    ) = msgspec.field(default=UNSET, name="from")
+    until: Annotated[Instant, _doc("same forms as from; exclusive; after from (else a 400)")] | (
+        UnsetType
+    ) = UNSET
+    day: Annotated[Date, _doc("one whole PBX-local day, YYYY-MM-DD (not with from/until)")] | (
+        UnsetType
+    ) = UNSET
+    direction: Annotated[str, _doc(f"inbound, outbound, internal; {_CSV_LIST}")] | UnsetType = UNSET
+    status: (
+        Annotated[
+            str,
+            _doc(
+                "answered, no_answer, busy, abandoned, voicemail, failed, missed (the four "
+                f"unanswered ones; with extension: calls that rang it); {_CSV_LIST}"
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    extension: (
+        Annotated[str, _doc(f"calls it placed, rang, answered or was transferred to; {_CSV_LIST}")]
+        | UnsetType
+    ) = UNSET
+    number: Annotated[str, _doc("the caller's or the called number, in any written form")] | (
+        UnsetType
+    ) = UNSET
+    client: Annotated[int, Meta(ge=1, description="the client's id")] | UnsetType = UNSET
+    category: Annotated[str, _doc("the client's category name")] | UnsetType = UNSET
+    queue: Annotated[str, _doc("the queue the call joined")] | UnsetType = UNSET
+    talk_min_s: Annotated[Seconds, _doc("talk time at least")] | UnsetType = UNSET
+    talk_max_s: Annotated[Seconds, _doc("talk time at most")] | UnsetType = UNSET
+    wait_min_s: Annotated[Seconds, _doc("wait time at least")] | UnsetType = UNSET
+    wait_max_s: Annotated[Seconds, _doc("wait time at most")] | UnsetType = UNSET
+    too_long: Annotated[Flag, _doc("talk time past the configured threshold, or not")] | (
+        UnsetType
+    ) = UNSET
+    recorded: Annotated[Flag, _doc("has a recording, or not")] | UnsetType = UNSET
+
+
+Sort = Annotated[str, Meta(description="the order; ties in call_id order",
+                           extra_json_schema={"enum": list(query.SORTS)})]  # fmt: skip
+
+
+class PageQuery(CallFilters):
+    sort: Sort | UnsetType = UNSET
+    limit: Annotated[int, Meta(ge=1, le=query.MAX_LIMIT, description="calls per page")] = 50
+    cursor: Annotated[str, _doc("next_cursor of the previous page")] | UnsetType = UNSET
+
+
+class CsvQuery(CallFilters):
+    sort: Sort | UnsetType = UNSET
+    bom: Annotated[Flag, _doc("true: a UTF-8 BOM first, for Excel")] | UnsetType = UNSET
+
+
+class CallDetail(models.CallItem):
+    client: cards.Client | None
+    recording_accesses: Annotated[
+        list[models.RecordingAccess],
+        Meta(description="who listened to or downloaded the recording, and when, oldest first"),
+    ]
+
+
 _ERRORS = {
-    "400": error("a bad or unknown query parameter, named in `field`"),
-    "401": error("no or an invalid token"),
-    "403": error("an operator asked for another operator's extension (`field`: extension)"),
+    400: "a bad or unknown query parameter, named in `field`",
+    403: "an operator asked for another operator's extension (`field`: extension)",
 }
+_WHO = "Operators: calls of their own extensions; supervisors, admins: all."
 
 
-def _operation(op_id: str, summary: str, params: list[Any], ok: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "get": {
-            "operationId": op_id,
-            "summary": summary,
-            "description": "Operators: calls of their own extensions; supervisors, admins: all.",
-            "tags": ["calls"],
-            "security": BEARER,
-            "parameters": params,
-            "responses": {"200": ok, **_ERRORS},
-        }
-    }
+def _route(path: str, op_id: str, summary: str, ok: Answer, query: Any) -> Route:
+    return Route("GET", path, op_id, summary, "calls", {200: ok}, _ERRORS, query=query,
+                 check_query=False, description=_WHO)  # fmt: skip
 
 
-OPENAPI_PATHS: dict[str, Any] = {
-    "/api/calls": _operation(
-        "listCalls",
-        "A page of calls, newest first unless sorted otherwise",
-        [
-            *FILTERS,
-            _SORT,
-            query_param(
-                "limit",
-                "calls per page",
-                {"type": "integer", "minimum": 1, "maximum": query.MAX_LIMIT, "default": 50},
-            ),
-            query_param("cursor", "next_cursor of the previous page", {"type": "string"}),
-        ],
-        json_body(
-            "the page; next_cursor is null on the last one",
-            obj(
-                {
-                    "items": {"type": "array", "items": _ITEM},
-                    "next_cursor": {"type": ["string", "null"]},
-                }
-            ),
-        ),
-    ),
-    "/api/calls/totals": _operation(
-        "callTotals",
-        "Totals of the filtered calls",
-        FILTERS,
-        json_body(
-            "the totals; wait_avg_s is null when no call matches",
-            obj(
-                {
-                    "count": _COUNT,
-                    "answered": _COUNT,
-                    "missed": _COUNT,
-                    "talk_s": _SECONDS,
-                    "wait_avg_s": {"type": ["number", "null"], "minimum": 0},
-                }
-            ),
-        ),
-    ),
-    "/api/calls/by-day": _operation(
-        "callsByDay",
-        "The filtered calls per PBX-local day (days with calls only)",
-        FILTERS,
-        json_body(
-            "the days, oldest first",
-            obj(
-                {
-                    "days": {
-                        "type": "array",
-                        "items": obj(
-                            {
-                                "day": {"type": "string", "format": "date"},
-                                "count": _COUNT,
-                                "answered": _COUNT,
-                                "missed": _COUNT,
-                                "abandoned": _COUNT,
-                                "talk_s": _SECONDS,
-                            }
-                        ),
-                    }
-                }
-            ),
-        ),
-    ),
-    "/api/calls.csv": _operation(
-        "exportCalls",
-        "Every filtered call as CSV (UTF-8, CRLF), streamed",
-        [*FILTERS, _SORT, query_param("bom", "true: a UTF-8 BOM first, for Excel", _BOOL)],
-        {
-            "description": "the calls; cells a spreadsheet would run start with '",
-            "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-        },
-    ),
-    "/api/calls/{call_id}": {
-        "get": {
-            **_operation("getCall", "One call with its client's card", [], {})["get"],
-            "parameters": [
-                {
-                    "name": "call_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "minLength": 1},
-                },
-            ],
-            "responses": {
-                "200": json_body(
-                    "the call",
-                    {
-                        "allOf": [
-                            _ITEM,
-                            obj(
-                                {
-                                    "client": {
-                                        "oneOf": [
-                                            {"$ref": "#/components/schemas/Client"},
-                                            {"type": "null"},
-                                        ]
-                                    },
-                                    "recording_accesses": {
-                                        "description": "who listened to or downloaded the "
-                                        "recording, and when, oldest first",
-                                        "type": "array",
-                                        "items": obj(
-                                            {
-                                                "operator": {"type": "string"},
-                                                "action": {"enum": ["listened", "downloaded"]},
-                                                "at": {"type": "string", "format": "date-time"},
-                                            }
-                                        ),
-                                    },
-                                }
-                            ),
-                        ]
-                    },
-                ),
-                "401": _ERRORS["401"],
-                "404": error("no such call, or not one of the operator's"),
-            },
-        }
-    },
-}
+# the fixed paths first: /api/calls/{call_id} would take them
+ROUTES = [
+    _route("/api/calls", "listCalls", "A page of calls, newest first unless sorted otherwise",
+           Answer("the page; next_cursor is null on the last one", CallPage), PageQuery),
+    _route("/api/calls/totals", "callTotals", "Totals of the filtered calls",
+           Answer("the totals; wait_avg_s is null when no call matches", Totals), CallFilters),
+    _route("/api/calls/by-day", "callsByDay",
+           "The filtered calls per PBX-local day (days with calls only)",
+           Answer("the days, oldest first", Days), CallFilters),
+    _route("/api/calls.csv", "exportCalls", "Every filtered call as CSV (UTF-8, CRLF), streamed",
+           Answer("the calls; cells a spreadsheet would run start with '",
+                  content={"text/csv": {"schema": {"type": "string"}}},
+                  headers={"Content-Disposition": {"schema": {"type": "string"}}}), CsvQuery),
+    Route("GET", "/api/calls/{call_id}", "getCall", "One call with its client's card", "calls",
+          {200: Answer("the call", CallDetail)},
+          {404: "no such call, or not one of the operator's"}, description=_WHO),
+]  # fmt: skip

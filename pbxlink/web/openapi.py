@@ -1,9 +1,9 @@
 """The OpenAPI 3.1 document of the running app, served at GET /api/openapi.json (public).
 
-Each web module documents its own routes next to them, as `OPENAPI_PATHS` (path -> path
-item); the document holds the fragment of every module with a route mounted on this app, so
-it describes what this daemon serves, no more. What several modules share lives here: the
-Error and CallRecord schemas, the client card, the `bearer` security scheme, `error()`.
+It is built from the routes' declarations (pbxlink.web.spec `Route`, which also mounted them)
+and the msgspec models they name: each model's JSON Schema is a component, so what a handler
+encodes and checks and what the document says are one declaration. It holds the routes mounted
+on this app, no more; a route mounted without a declaration is an error here.
 tests/test_openapi.py checks that the document and the app's routes match both ways, that
 every protected operation declares `bearer`, and lets schemathesis call every operation.
 HEAD, which aiohttp answers for every GET, is not listed separately.
@@ -11,252 +11,123 @@ HEAD, which aiohttp answers for every GET, is not listed separately.
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from pbxlink import __version__
-from pbxlink.calls.record import DIRECTIONS, STATUSES
 from pbxlink.web.auth import public
+from pbxlink.web.models import CallRecord, Error
+from pbxlink.web.spec import ROUTES, Answer, Route, respond
 
 PATH = "/api/openapi.json"
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-ERROR = {"$ref": "#/components/schemas/Error"}
-# the handlers of these modules are documented by this module's OPENAPI_PATHS
-BASE_MODULES = ("pbxlink.web.app", __name__)
+REF = "#/components/schemas/{name}"
+ERROR = {"$ref": REF.format(name="Error")}
+UNAUTHORIZED = "no or an invalid token"
+# what every document has, mounted or not: referred to by the others
+ALWAYS = (Error, CallRecord)
 
 
-def error(description: str) -> dict[str, Any]:
-    """A response that is the JSON Error object."""
-    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
+def components(models: Iterable[Any]) -> dict[str, Any]:
+    """The JSON Schema of each model and of every model within, by name."""
+    return msgspec.json.schema_components(list(models), ref_template=REF)[1]
 
 
-def json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+#: the shared schemas (tests read the call record's here)
+SCHEMAS: dict[str, Any] = components(ALWAYS)
 
 
-def query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """An optional query parameter."""
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": schema}  # fmt: skip
+def _models(route: Route) -> list[Any]:
+    out = [answer.model for answer in route.ok.values() if answer.model is not None]
+    if isinstance(route.body, type):
+        out.append(route.body)
+    return [*out, *route.components]
 
 
-def obj(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    """An object schema whose properties are all required except `optional`."""
-    required = [name for name in properties if name not in optional]
-    return {"type": "object", "properties": properties, "required": required}
+def _schema(model: Any) -> dict[str, Any]:
+    return msgspec.json.schema_components([model], ref_template=REF)[0][0]
 
 
-_TIME = {"type": "string", "format": "date-time"}
-_MAYBE_TIME = {"type": ["string", "null"], "format": "date-time"}
-_STRINGS = {"type": "array", "items": {"type": "string"}}
-_NULLABLE_TEXT = {"type": ["string", "null"]}
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for name, is_id in route.path_params():
+        schema = {"type": "integer", "minimum": 1} if is_id else {"type": "string", "minLength": 1}
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+    if route.query is not None:
+        schema = msgspec.json.schema(route.query)
+        struct = schema["$defs"][schema["$ref"].rsplit("/", 1)[1]]
+        for name, prop in struct["properties"].items():
+            param: dict[str, Any] = {"name": name, "in": "query",
+                                     "required": name in struct.get("required", ())}  # fmt: skip
+            if "description" in prop:
+                param["description"] = prop.pop("description")
+            params.append({**param, "schema": prop})
+    return [*params, *route.extra_params]
 
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        **obj(
-            {
-                "error": {"type": "string", "description": "stable code: bad_request, ..."},
-                "message": {"type": "string", "description": "for people"},
-                "field": {
-                    "type": "string",
-                    "description": "the query parameter or body field at fault",
-                },
-                "needed": {"type": "string", "description": "403: the role needed"},
-                "what": {"type": "string", "description": "404: what was not found"},
-            },
-            optional=("field", "needed", "what"),
-        ),
-        "additionalProperties": False,
-        "description": "Every error the API sends, in this one shape; clients branch on "
-        "`error` (docs/api.md lists the codes).",
-    },
-    "CallRecord": obj(
-        {
-            "call_id": {"type": "string"},
-            "started_at": _TIME,
-            "offered_at": {**_MAYBE_TIME, "description": "first ring or queue join"},
-            "answered_at": _MAYBE_TIME,
-            "ended_at": _MAYBE_TIME,
-            "direction": {"enum": list(DIRECTIONS)},
-            "caller_number": {"type": "string"},
-            "caller_name": {"type": "string"},
-            "called_number": {"type": "string"},
-            "extensions_rung": _STRINGS,
-            "answered_by": _NULLABLE_TEXT,
-            "status": {"enum": list(STATUSES)},
-            "wait_s": {"type": "number", "minimum": 0},
-            "talk_s": {"type": "number", "minimum": 0},
-            "hangup_cause": {"type": ["integer", "null"]},
-            "queue": _NULLABLE_TEXT,
-            "ivr_digits": {"type": "string"},
-            "transferred_to": _STRINGS,
-            "recording": _NULLABLE_TEXT,
-            "partial": {"type": "boolean"},
-            "estimated": {
-                "type": "array",
-                "items": {"enum": ["answered_at", "ended_at"]},
-                "description": "times pbxlink had to estimate (wait_s/talk_s follow them)",
-            },
+
+def _answer(answer: Answer) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": answer.description}
+    if answer.headers:
+        out["headers"] = dict(answer.headers)
+    if answer.model is not None:
+        out["content"] = {"application/json": {"schema": _schema(answer.model)}}
+    elif answer.content is not None:
+        out["content"] = dict(answer.content)
+    return out
+
+
+def operation(route: Route) -> dict[str, Any]:
+    """The route's OpenAPI operation."""
+    responses = {str(status): _answer(answer) for status, answer in route.ok.items()}
+    errors = dict(route.errors)
+    if route.role != "public":
+        errors.setdefault(401, UNAUTHORIZED)
+        if route.role != "operator":
+            errors.setdefault(403, f"this needs the {route.role} role")
+    for status, description in sorted(errors.items()):
+        responses[str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": ERROR}},
         }
-    ),
-    "Phone": obj(
-        {
-            "id": {"type": "integer"},
-            "raw": {"type": "string"},
-            "e164": _NULLABLE_TEXT,
-            "label": {"type": "string"},
-        }
-    ),
-    "Order": obj(
-        {
-            "id": {"type": "integer"},
-            "client_id": {"type": "integer"},
-            "number": {"type": "string"},
-            "stage": {"type": "string"},
-            "responsible": {"type": "string"},
-            "debt": {"type": "number"},
-            "open": {"type": "boolean"},
-            "created_at": _TIME,
-            "updated_at": _TIME,
-        }
-    ),
-    "Category": obj(
-        {
-            "name": {"type": "string"},
-            "label": {"type": "string"},
-            "color": {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"},
-            "builtin": {"type": "boolean"},
-        }
-    ),
-    "Client": obj(
-        {
-            "id": {"type": "integer"},
-            "name": {"type": "string"},
-            "company": {"type": "string"},
-            "category": obj(
-                {
-                    "name": {"type": "string"},
-                    "label": {"type": "string"},
-                    "color": {"type": "string"},
-                }
-            ),
-            "notes": {"type": "string"},
-            "city": {"type": "string"},
-            "country": {"type": "string"},
-            "has_photo": {"type": "boolean"},
-            "photo_url": {"type": "string"},
-            "responsible": {"type": "string"},
-            "created_at": _TIME,
-            "updated_at": _TIME,
-            "phones": {"type": "array", "items": {"$ref": "#/components/schemas/Phone"}},
-            "open_orders": {"type": "array", "items": {"$ref": "#/components/schemas/Order"}},
-        }
-    ),
-}
-
-OPENAPI_PATHS: dict[str, Any] = {
-    "/healthz": {
-        "get": {
-            "operationId": "getHealth",
-            "summary": "AMI link state, last event age, calls in progress",
-            "tags": ["daemon"],
-            "security": [],
-            "responses": {
-                "200": json_body("the AMI link is up", {"$ref": "#/components/schemas/Health"}),
-                "503": json_body("the AMI link is down", {"$ref": "#/components/schemas/Health"}),
-            },
-        }
-    },
-    "/metrics": {
-        "get": {
-            "operationId": "getMetrics",
-            "summary": "Prometheus metrics (text format 0.0.4)",
-            "tags": ["daemon"],
-            "security": [],
-            "responses": {
-                "200": {
-                    "description": "the metrics",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        }
-    },
-    "/api/me": {
-        "get": {
-            "operationId": "getMe",
-            "summary": "Who the token belongs to",
-            "tags": ["daemon"],
-            "security": BEARER,
-            "responses": {
-                "200": json_body(
-                    "the token's operator",
-                    obj(
-                        {
-                            "name": {"type": "string"},
-                            "extensions": _STRINGS,
-                            "role": {"enum": ["operator", "supervisor", "admin"]},
-                        }
-                    ),
-                ),
-                "401": error("no or an invalid token"),
-            },
-        }
-    },
-    PATH: {
-        "get": {
-            "operationId": "getOpenApi",
-            "summary": "This document",
-            "tags": ["daemon"],
-            "security": [],
-            "responses": {
-                "200": json_body("the OpenAPI 3.1 document", {"type": "object"}),
-            },
-        }
-    },
-}
-SCHEMAS["Health"] = obj(
-    {
-        "status": {"enum": ["ok", "degraded"]},
-        "ami": obj(
-            {
-                "state": {"type": "string"},
-                "last_event_age_s": {"type": ["number", "null"]},
-            }
-        ),
-        "calls_active": {"type": "integer"},
-        "store_queue_depth": {"type": "integer"},
-        "uptime_s": {"type": "number"},
-    }
-)
+    op: dict[str, Any] = {"operationId": route.op_id, "summary": route.summary}
+    if route.description:
+        op["description"] = route.description
+    op |= {"tags": [route.tag], "security": [] if route.role == "public" else BEARER}
+    params = _parameters(route)
+    if params or route.role != "public":
+        op["parameters"] = params
+    if isinstance(route.body, type):
+        content = {"application/json": {"schema": _schema(route.body)}}
+        op["requestBody"] = {"required": True, "content": content}
+    elif route.body is not None:
+        op["requestBody"] = {"required": True, "content": dict(route.body)}
+    op["responses"] = responses
+    return op
 
 
-def mounted_modules(app: web.Application) -> list[str]:
-    """The modules whose handlers serve the app's routes, in the order they were mounted."""
-    names: dict[str, None] = {}
+def _check_declared(app: web.Application, routes: list[Route]) -> None:
+    declared = {(r.method, r.openapi_path) for r in routes}
     for route in app.router.routes():
-        handler = route.handler
-        module = getattr(handler, "__module__", None) or type(handler).__module__
-        names[module] = None
-    return list(names)
+        path = route.resource.canonical if route.resource else ""
+        if route.method != "HEAD" and (route.method, path) not in declared:
+            raise ValueError(f"OpenAPI: {route.method} {path} is mounted but not declared")
 
 
 def build(app: web.Application) -> dict[str, Any]:
-    """The document: every mounted module's paths, the shared components."""
-    paths: dict[str, Any] = {}
-    seen: set[int] = set()
-    for name in mounted_modules(app):
-        module = sys.modules.get(name)
-        fragment = OPENAPI_PATHS if name in BASE_MODULES else getattr(module, "OPENAPI_PATHS", {})
-        if id(fragment) in seen:
-            continue
-        seen.add(id(fragment))
-        for path, item in fragment.items():
-            clash = set(paths.get(path, {})) & set(item)
-            if clash:
-                raise ValueError(f"OpenAPI: {name} documents {path} {sorted(clash)} again")
-            paths[path] = {**paths.get(path, {}), **item}
+    """The document: every declared route mounted on `app`, the components they use."""
+    routes: list[Route] = app.get(ROUTES, [])
+    _check_declared(app, routes)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        item = paths.setdefault(route.openapi_path, {})
+        method = route.method.lower()
+        if method in item:
+            raise ValueError(f"OpenAPI: {route.method} {route.openapi_path} is declared twice")
+        item[method] = operation(route)
+    schemas = components([*ALWAYS, *(m for r in routes for m in _models(r))])
     return {
         "openapi": "3.1.0",
         "info": {
@@ -270,7 +141,7 @@ def build(app: web.Application) -> dict[str, Any]:
         },
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
@@ -282,18 +153,22 @@ def build(app: web.Application) -> dict[str, Any]:
     }
 
 
-class _Document:
-    """Built on the first request: by then every module has mounted its routes."""
+class Document:
+    """Built on the first request: by then every part has mounted its routes."""
 
     def __init__(self) -> None:
-        self.body: dict[str, Any] | None = None
+        self.body: bytes | None = None
 
     @public
     async def get(self, request: web.Request) -> web.Response:
         if self.body is None:
-            self.body = build(request.app)
-        return web.json_response(self.body)
+            self.body = msgspec.json.encode(build(request.app))
+        return respond(msgspec.Raw(self.body))
 
 
-def add_route(app: web.Application) -> None:
-    app.router.add_get(PATH, _Document().get)
+def standalone(model: Any, *also: Any) -> dict[str, Any]:
+    """`model`'s JSON Schema with the components it refers to, for a JSON Schema validator."""
+    return {
+        "$ref": REF.format(name=model.__name__),
+        "components": {"schemas": components([model, *also])},
+    }

@@ -19,13 +19,12 @@ import struct
 import sys
 import wave
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from pbxlink.web.auth import public
 from pbxlink.web.errors import ApiError
-from pbxlink.web.openapi import error
+from pbxlink.web.spec import Answer, Route, mount
 
 STATIC = Path(__file__).resolve().parent / "static"
 CSP = "; ".join(
@@ -57,38 +56,9 @@ HEADERS = {
 }
 
 
-OPENAPI_PATHS: dict[str, Any] = {
-    "/": {
-        "get": {
-            "operationId": "getOperatorPage",
-            "summary": "The operator page (sign in with a token)",
-            "tags": ["page"],
-            "security": [],
-            "responses": {"200": {"description": "the page", "content": {"text/html": {}}}},
-        }
-    },
-    "/static/{name}": {
-        "get": {
-            "operationId": "getStaticFile",
-            "summary": "A file of the operator page (script, style, icon, sound)",
-            "tags": ["page"],
-            "security": [],
-            "parameters": [
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-            "responses": {
-                "200": {"description": "the file", "content": {"*/*": {}}},
-                "404": error("no such file"),
-            },
-        }
-    },
-}
-
-
 def add_routes(app: web.Application) -> None:
     """Mount `/` and `/static/{name}` on `app` (make_app does)."""
-    app.router.add_get("/", index)
-    app.router.add_get("/static/{name}", static)
+    mount(app, ROUTES)
 
 
 def _file(name: str) -> web.FileResponse:
@@ -108,6 +78,16 @@ async def index(request: web.Request) -> web.FileResponse:
 @public
 async def static(request: web.Request) -> web.FileResponse:
     return _file(request.match_info["name"])
+
+
+ROUTES = [
+    Route("GET", "/", "getOperatorPage", "The operator page (sign in with a token)", "page",
+          {200: Answer("the page", content={"text/html": {}})}, role="public", handler=index),
+    Route("GET", "/static/{name}", "getStaticFile",
+          "A file of the operator page (script, style, icon, sound)", "page",
+          {200: Answer("the file", content={"*/*": {}})}, {404: "no such file"}, role="public",
+          handler=static),
+]  # fmt: skip
 
 
 def ring_wav(rate: int = 16_000) -> bytes:

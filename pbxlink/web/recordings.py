@@ -18,10 +18,12 @@ import asyncio
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
+import msgspec
 import structlog
 from aiohttp import web
+from msgspec import Meta
 
 from pbxlink.calllog import query
 from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
@@ -29,7 +31,7 @@ from pbxlink.calllog.store import CallLogStore
 from pbxlink.settings import Config
 from pbxlink.web.auth import call_scope, operator_of
 from pbxlink.web.errors import ApiError
-from pbxlink.web.openapi import BEARER, error
+from pbxlink.web.spec import Answer, Route, convert, mount
 
 log = structlog.get_logger("pbxlink.web")
 
@@ -54,19 +56,26 @@ ACCESS: Any = (
 
 def add_routes(app: web.Application, store: CallLogStore, config: Config) -> None:
     recordings = _Recordings(store, config.recordings_dir)
-    app.router.add_get(PATH, recordings.get)
+    mount(app, ROUTES, {"getCallRecording": recordings.get})
     app.on_response_prepare.append(recordings.sent)
 
 
+class Params(msgspec.Struct):
+    download: Annotated[
+        bool, Meta(description="true: Content-Disposition attachment; else inline")
+    ] = False
+
+
 def _download(request: web.Request) -> bool:
+    """true/1, false/0 or empty: other parameters are let be, as ever (a player may add its
+    own, such as a cache buster)."""
     raw = request.query.get("download", "false")
-    if raw in ("true", "1"):
-        return True
-    if raw in ("false", "0", ""):
-        return False
-    raise ApiError(
-        400, "bad_request", f"download: expected true or false, got {raw!r}", field="download"
-    )
+    try:
+        return convert({"download": raw or "false"}, Params, "parameter", strict=False).download
+    except ApiError:
+        raise ApiError(
+            400, "bad_request", f"download: expected true or false, got {raw!r}", field="download"
+        ) from None
 
 
 def _disposition(kind: str, filename: str) -> str:
@@ -132,57 +141,22 @@ _AUDIO = {
     media: {"schema": {"type": "string", "format": "binary"}}
     for media in sorted({*CONTENT_TYPES.values(), FALLBACK_TYPE})
 }
+_RANGE = {"Content-Range": {"schema": {"type": "string"}}}
 
-OPENAPI_PATHS: dict[str, Any] = {
-    PATH: {
-        "get": {
-            "operationId": "getCallRecording",
-            "summary": "Stream or download a call's recording",
-            "description": (
-                "Operators get recordings of calls their extensions took part in; supervisors "
-                "and admins all. Supports HTTP Range (206) for seeking. Each listening or "
-                "download is recorded (at most one row per call, operator and action a minute)."
-            ),
-            "tags": ["calls"],
-            "security": BEARER,
-            "parameters": [
-                {
-                    "name": "call_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "minLength": 1},
-                },
-                {
-                    "name": "download",
-                    "in": "query",
-                    "required": False,
-                    "description": "true: Content-Disposition attachment; else inline",
-                    "schema": {"type": "boolean", "default": False},
-                },
-                {
-                    "name": "Range",
-                    "in": "header",
-                    "required": False,
-                    "description": "one byte range, e.g. bytes=0-99 or bytes=-500",
-                    "schema": {"type": "string"},
-                },
-            ],
-            "responses": {
-                "200": {"description": "the whole recording", "content": _AUDIO},
-                "206": {
-                    "description": "the requested byte range",
-                    "headers": {"Content-Range": {"schema": {"type": "string"}}},
-                    "content": _AUDIO,
-                },
-                "400": error("a bad query parameter (named in `field`)"),
-                "401": error("no or an invalid token"),
-                "403": error("the PBX named a file outside the recordings directory"),
-                "404": error("no such call, not the operator's call, or no recording file"),
-                "416": {
-                    "description": "the range lies beyond the end of the file",
-                    "headers": {"Content-Range": {"schema": {"type": "string"}}},
-                },
-            },
-        }
-    }
-}
+ROUTES = [
+    Route("GET", PATH, "getCallRecording", "Stream or download a call's recording", "calls",
+          {200: Answer("the whole recording", content=_AUDIO),
+           206: Answer("the requested byte range", content=_AUDIO, headers=_RANGE),
+           416: Answer("the range lies beyond the end of the file", headers=_RANGE)},
+          {400: "a bad query parameter (named in `field`)",
+           403: "the PBX named a file outside the recordings directory",
+           404: "no such call, not the operator's call, or no recording file"},
+          query=Params, check_query=False,
+          extra_params=({"name": "Range", "in": "header", "required": False,
+                         "description": "one byte range, e.g. bytes=0-99 or bytes=-500",
+                         "schema": {"type": "string"}},),
+          description=(
+              "Operators get recordings of calls their extensions took part in; supervisors "
+              "and admins all. Supports HTTP Range (206) for seeking. Each listening or "
+              "download is recorded (at most one row per call, operator and action a minute).")),
+]  # fmt: skip

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
+import msgspec
 import structlog
 from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
 from multidict import MultiMapping
 
 from pbxlink.calllog import CallLogStore
@@ -33,22 +35,22 @@ from pbxlink.calllog.servicelevel import (
 )
 from pbxlink.calls.record import iso_utc
 from pbxlink.settings import SL_VARIANTS, Config
-from pbxlink.web.auth import operator_of, requires
+from pbxlink.web.auth import operator_of
 from pbxlink.web.errors import bad_request
 from pbxlink.web.keys import CONFIG
-from pbxlink.web.openapi import BEARER, error, json_body, obj, query_param
+from pbxlink.web.models import Time
+from pbxlink.web.spec import Answer, Route, mount, respond
 
 log = structlog.get_logger("pbxlink.web")
 
 PATH = "/api/metrics/service-level"
-PARAMS = ("from", "until", "day", "group", "queue", "extension")
 MAX_DAYS = 366  # a year: longer periods are what exports are for
 MAX_HOUR_DAYS = 31  # group=hour: at most 744 groups
 
 
 def add_routes(app: web.Application, store: CallLogStore) -> None:
     """Mount the route on an app make_app built; it reads through the call log's reader."""
-    app.router.add_get(PATH, _ServiceLevel(store, app[CONFIG]).get)
+    mount(app, ROUTES, {"getServiceLevel": _ServiceLevel(store, app[CONFIG]).get})
 
 
 def period(query: MultiMapping[str], tz: dt.tzinfo, now: float) -> tuple[float, float]:
@@ -107,7 +109,6 @@ class _ServiceLevel:
         self.store = store
         self.config = config
 
-    @requires("supervisor")
     async def get(self, request: web.Request) -> web.Response:
         try:
             q = parse(request.query, self.config, time.time())
@@ -134,8 +135,8 @@ class _ServiceLevel:
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
         when = {"from": iso_utc(q.start), "until": iso_utc(q.end), "timezone": _zone_name(q.tz)}
-        return web.json_response(
-            {
+        return respond(
+            {  # Report
                 "threshold_s": q.threshold_s,
                 "short_abandon_s": q.short_abandon_s,
                 "variant": variant,
@@ -148,11 +149,11 @@ class _ServiceLevel:
         )
 
 
-# -- OpenAPI ---------------------------------------------------------------------------------------
+# -- the route and its answer ----------------------------------------------------------------------
 
-_COUNT = {"type": "integer", "minimum": 0}
-_SECONDS = {"type": ["number", "null"], "minimum": 0}
-_RATIO = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+Count = Annotated[int, Meta(ge=0)]
+Seconds = Annotated[float, Meta(ge=0)] | None
+Ratio = Annotated[float, Meta(ge=0, le=1)] | None
 _WAIT_GUESSED = "whose wait is an estimate (CallRecord.estimated)"
 _LEFT_OUT = (
     "calls whose times pbxlink had to estimate (a link or daemon outage), left out of the "
@@ -160,165 +161,178 @@ _LEFT_OUT = (
 )
 
 
-FIGURES_SCHEMA = obj(
-    {
-        "no_data": {"type": "boolean", "description": "no offered call: ratios are null"},
-        "offered": _COUNT,
-        "answered": _COUNT,
-        "answered_within_threshold": _COUNT,
-        "abandoned": _COUNT,
-        "abandoned_within_threshold": _COUNT,
-        "unanswered_other": {**_COUNT, "description": "no_answer, busy, voicemail, failed"},
-        "short_abandoned": {**_COUNT, "description": "not in offered"},
-        "not_offered": {**_COUNT, "description": "hung up before any ring or queue"},
-        "service_level": {**_RATIO, "description": "the configured variant's value"},
-        "service_levels": obj({variant: _RATIO for variant in SL_VARIANTS}),
-        "abandon_rate": _RATIO,
-        "asa_s": _SECONDS,
-        "aht_s": _SECONDS,
-        "longest_wait_s": _SECONDS,
-        "estimated_left_out": {
-            **obj(
-                {
-                    "answered": {
-                        **_COUNT,
-                        "description": f"answered calls {_WAIT_GUESSED}: not judged against "
-                        "the threshold; out of service_levels and asa_s",
-                    },
-                    "abandoned": {
-                        **_COUNT,
-                        "description": f"abandoned calls {_WAIT_GUESSED}: never short, not "
-                        "judged against the threshold; out of service_levels",
-                    },
-                    "unanswered_other": {
-                        **_COUNT,
-                        "description": f"other unanswered calls {_WAIT_GUESSED}",
-                    },
-                    "talk": {
-                        **_COUNT,
-                        "description": "answered calls whose talk time is an estimate: out "
-                        "of aht_s",
-                    },
+def _doc(text: str) -> Meta:
+    return Meta(description=text)
+
+
+#: each variant's service level (the configured one is also `service_level`)
+ServiceLevels = msgspec.defstruct("ServiceLevels", [(v, Ratio) for v in SL_VARIANTS])
+
+
+class EstimatedLeftOut(msgspec.Struct):
+    answered: Annotated[
+        Count,
+        _doc(
+            f"answered calls {_WAIT_GUESSED}: not judged against the "
+            "threshold; out of service_levels and asa_s"
+        ),
+    ]
+    abandoned: Annotated[
+        Count,
+        _doc(
+            f"abandoned calls {_WAIT_GUESSED}: never short, not "
+            "judged against the threshold; out of service_levels"
+        ),
+    ]
+    unanswered_other: Annotated[Count, _doc(f"other unanswered calls {_WAIT_GUESSED}")]
+    talk: Annotated[Count, _doc("answered calls whose talk time is an estimate: out of aht_s")]
+
+
+class Figures(msgspec.Struct):
+    """The figures of a period, a day, an hour or a queue (docs/metrics.md)."""
+
+    no_data: Annotated[bool, _doc("no offered call: ratios are null")]
+    offered: Count
+    answered: Count
+    answered_within_threshold: Count
+    abandoned: Count
+    abandoned_within_threshold: Count
+    unanswered_other: Annotated[Count, _doc("no_answer, busy, voicemail, failed")]
+    short_abandoned: Annotated[Count, _doc("not in offered")]
+    not_offered: Annotated[Count, _doc("hung up before any ring or queue")]
+    service_level: Annotated[Ratio, _doc("the configured variant's value")]
+    service_levels: ServiceLevels  # type: ignore[valid-type]  # built from SL_VARIANTS
+    abandon_rate: Ratio
+    asa_s: Seconds
+    aht_s: Seconds
+    longest_wait_s: Seconds
+    estimated_left_out: Annotated[
+        EstimatedLeftOut,
+        _doc(
+            f"{_LEFT_OUT}; answered, abandoned and unanswered_other are left out of "
+            "longest_wait_s too"
+        ),
+    ]
+
+
+class ExtensionLeftOut(msgspec.Struct):
+    answered: Annotated[
+        Count,
+        _doc(f"calls it answered {_WAIT_GUESSED}: out of answered_within_threshold and asa_s"),
+    ]
+    answered_elsewhere: Count
+    missed: Count
+    talk: Annotated[Count, _doc("calls it answered whose talk time is an estimate: out of aht_s")]
+
+
+class ExtensionFigures(msgspec.Struct):
+    """The figures of one extension (group=extension)."""
+
+    no_data: bool
+    offered: Annotated[Count, _doc("calls that rang the extension")]
+    answered: Annotated[Count, _doc("answered by the extension")]
+    answered_within_threshold: Count
+    answered_elsewhere: Count
+    missed: Annotated[Count, _doc("rang it and nobody answered")]
+    short_abandoned: Count
+    answer_rate: Ratio
+    asa_s: Seconds
+    aht_s: Seconds
+    longest_wait_s: Seconds
+    estimated_left_out: Annotated[
+        ExtensionLeftOut,
+        _doc(
+            f"{_LEFT_OUT}; answered, answered_elsewhere and missed are left out of "
+            "longest_wait_s too"
+        ),
+    ]
+
+
+class GroupKeys(msgspec.Struct):
+    """What a group row has besides its figures."""
+
+    key: Annotated[
+        str | None,
+        _doc(
+            "YYYY-MM-DD; the local hour with its offset; the queue (null: no queue); the extension"
+        ),
+    ]
+    from_: Time | UnsetType = msgspec.field(default=UNSET, name="from")
+    until: Time | UnsetType = UNSET
+
+
+def _ref(model: type) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+class Period(msgspec.Struct):
+    from_: Time = msgspec.field(name="from")
+    until: Time
+    timezone: str
+
+
+class Filters(msgspec.Struct):
+    queue: str | None
+    extension: str | None
+
+
+class Report(msgspec.Struct):
+    threshold_s: float
+    short_abandon_s: float
+    variant: Annotated[str, Meta(extra_json_schema={"enum": list(SL_VARIANTS)})]
+    period: Period
+    group: Group
+    filters: Filters
+    total: Figures
+    groups: Annotated[
+        list[Any],
+        Meta(
+            extra_json_schema={
+                "items": {
+                    "allOf": [_ref(GroupKeys)],
+                    "oneOf": [_ref(Figures), _ref(ExtensionFigures)],
                 }
-            ),
-            "description": f"{_LEFT_OUT}; answered, abandoned and unanswered_other are "
-            "left out of longest_wait_s too",
-        },
-    }
-)
-EXTENSION_FIGURES_SCHEMA = obj(
-    {
-        "no_data": {"type": "boolean"},
-        "offered": {**_COUNT, "description": "calls that rang the extension"},
-        "answered": {**_COUNT, "description": "answered by the extension"},
-        "answered_within_threshold": _COUNT,
-        "answered_elsewhere": _COUNT,
-        "missed": {**_COUNT, "description": "rang it and nobody answered"},
-        "short_abandoned": _COUNT,
-        "answer_rate": _RATIO,
-        "asa_s": _SECONDS,
-        "aht_s": _SECONDS,
-        "longest_wait_s": _SECONDS,
-        "estimated_left_out": {
-            **obj(
-                {
-                    "answered": {
-                        **_COUNT,
-                        "description": f"calls it answered {_WAIT_GUESSED}: out of "
-                        "answered_within_threshold and asa_s",
-                    },
-                    "answered_elsewhere": _COUNT,
-                    "missed": _COUNT,
-                    "talk": {
-                        **_COUNT,
-                        "description": "calls it answered whose talk time is an estimate: "
-                        "out of aht_s",
-                    },
-                }
-            ),
-            "description": f"{_LEFT_OUT}; answered, answered_elsewhere and missed are "
-            "left out of longest_wait_s too",
-        },
-    }
-)
-_GROUP_KEYS = obj(
-    {
-        "key": {
-            "type": ["string", "null"],
-            "description": "YYYY-MM-DD; the local hour with its offset; the queue (null: "
-            "no queue); the extension",
-        },
-        "from": {"type": "string", "format": "date-time"},
-        "until": {"type": "string", "format": "date-time"},
-    },
-    optional=("from", "until"),
-)
-REPORT_SCHEMA = obj(
-    {
-        "threshold_s": {"type": "number"},
-        "short_abandon_s": {"type": "number"},
-        "variant": {"enum": list(SL_VARIANTS)},
-        "period": obj(
-            {
-                "from": {"type": "string", "format": "date-time"},
-                "until": {"type": "string", "format": "date-time"},
-                "timezone": {"type": "string"},
             }
         ),
-        "group": {"enum": list(GROUPS)},
-        "filters": obj(
-            {"queue": {"type": ["string", "null"]}, "extension": {"type": ["string", "null"]}}
-        ),
-        "total": FIGURES_SCHEMA,
-        "groups": {
-            "type": "array",
-            "items": {
-                "allOf": [_GROUP_KEYS],
-                "oneOf": [FIGURES_SCHEMA, EXTENSION_FIGURES_SCHEMA],
-            },
-        },
-    }
-)
+    ]
 
 
-_INSTANT = {"type": "string", "examples": ["2026-11-01", "2026-11-01T09:00:00+04:00"]}
+_INSTANT = Meta(examples=["2026-11-01", "2026-11-01T09:00:00+04:00"])
 
-OPENAPI_PATHS: dict[str, Any] = {
-    PATH: {
-        "get": {
-            "operationId": "getServiceLevel",
-            "summary": "Service level, ASA, AHT, abandons and missed calls of inbound calls",
-            "description": (
-                "Supervisors and admins. Figures per PBX-local day or hour, per queue or per "
-                "extension, and the total; every figure is defined in docs/metrics.md. "
-                "No offered call: ratios and times are null and no_data is true. Times "
-                "pbxlink had to estimate (a record's `estimated`) are left out of the "
-                "figures they would decide, and counted in estimated_left_out."
-            ),
-            "tags": ["metrics"],
-            "security": BEARER,
-            "parameters": [
-                query_param("day", "one PBX-local day (default: today)", {"type": "string"}),
-                query_param(
-                    "from", "a date (its PBX-local start) or a date-time with offset", _INSTANT
-                ),
-                query_param(
-                    "until", "exclusive, same forms as from, after from; default: now", _INSTANT
-                ),
-                query_param("group", "default day", {"enum": list(GROUPS), "default": "day"}),
-                query_param("queue", "only calls through this queue", {"type": "string"}),
-                query_param(
-                    "extension",
-                    "only calls that rang this extension or it answered",
-                    {"type": "string"},
-                ),
-            ],
-            "responses": {
-                "200": json_body("the figures", REPORT_SCHEMA),
-                "400": error("a bad or unknown query parameter (named in `field`)"),
-                "401": error("no or an invalid token"),
-                "403": error("an operator: this needs the supervisor role"),
-            },
-        }
-    }
-}
+
+class Params(msgspec.Struct):
+    """The query; `parse` checks it (a period is more than its parameters' types)."""
+
+    day: Annotated[str, _doc("one PBX-local day (default: today)")] | UnsetType = UNSET
+    from_: (
+        Annotated[str, _INSTANT, _doc("a date (its PBX-local start) or a date-time with offset")]
+        | UnsetType
+    ) = msgspec.field(default=UNSET, name="from")
+    until: (
+        Annotated[str, _INSTANT, _doc("exclusive, same forms as from, after from; default: now")]
+        | UnsetType
+    ) = UNSET
+    group: Annotated[Group, _doc("default day")] = "day"
+    queue: Annotated[str, _doc("only calls through this queue")] | UnsetType = UNSET
+    extension: Annotated[str, _doc("only calls that rang this extension or it answered")] | (
+        UnsetType
+    ) = UNSET
+
+
+PARAMS = Params.__struct_encode_fields__
+
+ROUTES = [
+    Route("GET", PATH, "getServiceLevel",
+          "Service level, ASA, AHT, abandons and missed calls of inbound calls", "metrics",
+          {200: Answer("the figures", Report)},
+          {400: "a bad or unknown query parameter (named in `field`)",
+           403: "an operator: this needs the supervisor role"},
+          role="supervisor", query=Params, check_query=False,
+          components=(GroupKeys, ExtensionFigures),
+          description=(
+              "Supervisors and admins. Figures per PBX-local day or hour, per queue or per "
+              "extension, and the total; every figure is defined in docs/metrics.md. "
+              "No offered call: ratios and times are null and no_data is true. Times "
+              "pbxlink had to estimate (a record's `estimated`) are left out of the "
+              "figures they would decide, and counted in estimated_left_out.")),
+]  # fmt: skip
