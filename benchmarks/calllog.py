@@ -61,10 +61,10 @@ from pbxlink.calllog.params import day_start
 from pbxlink.calllog.rows import COLUMNS, extension_rows, from_row, to_row
 from pbxlink.calllog.servicelevel import Query as SlQuery
 from pbxlink.calllog.servicelevel import service_level
+from pbxlink.calllog.settings import Thresholds
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.calls.toolong import is_too_long
 from pbxlink.clients.numbers import PhoneNumbers
-from pbxlink.config import Thresholds
 from pbxlink.db import MIGRATIONS, connect, migrate
 from pbxlink.logs import setup_logging
 

@@ -26,9 +26,10 @@ import structlog
 from websockets.asyncio.client import connect
 
 from pbxlink.calls import CallRecord, Ringing
-from pbxlink.config import Config, HubConfig
+from pbxlink.config import Config
 from pbxlink.desk import Close, Desk, Send
 from pbxlink.hub import Hub
+from pbxlink.hub.settings import HubConfig
 from pbxlink.operators import Operator, Operators, hash_token
 
 from machine import cpu_model, git_commit

@@ -8,293 +8,120 @@ without TLS, a secret every user can read) is a warning, `Config.warnings`. With
 all, the defaults run out of the box: SQLite under the state directory and the built-in AMI
 simulator.
 
-A relative file name (`secret_file`, the TLS files) is looked up in systemd's credentials
-first ($CREDENTIALS_DIRECTORY, the unit's `LoadCredential=`), then beside the config file: the
-service reads the copy systemd hands it, an admin's shell the file in /etc/pbxlink.
-
-The settings classes live in `pbxlink.settings` (re-exported here): the parts import them from
-there, and only the entry points (the CLI, the daemon) import this loader. So the loader may
+Each section is declared once, as a msgspec Struct in the part that reads it (`SECTIONS` lists
+them; `pbxlink.settings` says how a declaration reads). This loader only assembles them: it
+checks each key's value against its field's annotation, finds the lines for the messages,
+resolves files, and runs the checks that span keys. The parts never import it, so it may
 import what it builds from the sections (the CRM sources, the tracker's rules) without a cycle.
+
+A relative file name (`secret_file`, the TLS files: `CredentialFile`) is looked up in
+systemd's credentials first ($CREDENTIALS_DIRECTORY, the unit's `LoadCredential=`), then
+beside the config file: the service reads the copy systemd hands it, an admin's shell the file
+in /etc/pbxlink.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
+import dataclasses
 import os
 import re
 import stat
 import tomllib
-import zoneinfo
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import phonenumbers
+import msgspec
 
+from pbxlink.ami.settings import AmiConfig
+from pbxlink.calllog.settings import RetentionConfig, Thresholds
 from pbxlink.calls.rules import ChannelRules
 from pbxlink.calls.tracker import TrackerConfig
-from pbxlink.clients.sources import source_from_dict
-from pbxlink.operators.model import ROLES, TOKEN_PREFIX, Operator
+from pbxlink.clients.settings import ClientsConfig
+from pbxlink.db.settings import StorageConfig
+from pbxlink.hub.settings import HubConfig
+from pbxlink.operators.model import Operator
 from pbxlink.settings import (
-    SL_VARIANTS,
-    AmiConfig,
-    ClientsConfig,
-    Config,
     ConfigError,
-    HubConfig,
-    RetentionConfig,
-    SimulatorConfig,
-    SlVariant,
-    StorageConfig,
-    Thresholds,
-    WebConfig,
-    default_state_dir,
+    Positive,
+    Section,
+    Strings,
+    Text,
+    TimeZone,
+    check,
+    declared,
+    is_credential,
+    local_zone,
 )
+from pbxlink.sim.settings import SimulatorConfig
 from pbxlink.tls import TlsFilesError, server_context
-
-#: the settings, re-exported for the entry points and the tests that import them from here
-__all__ = [
-    "SL_VARIANTS",
-    "AmiConfig",
-    "ClientsConfig",
-    "Config",
-    "ConfigError",
-    "HubConfig",
-    "RetentionConfig",
-    "SimulatorConfig",
-    "SlVariant",
-    "StorageConfig",
-    "Thresholds",
-    "WebConfig",
-    "default_state_dir",
-    "load",
-    "local_zone",
-    "parse",
-    "resolve_file",
-    "timezone",
-]
+from pbxlink.web.settings import WebConfig
 
 
-# -- value checks: each takes "where" (file:line: key) and the raw TOML value ------------------
+class TopLevel(Section):
+    """The keys above the first [section]."""
 
-Check = Callable[[str, Any], Any]
-
-
-def _str(where: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    return value
+    company: Text = "pbxlink"  # shown on the card and the page
+    recordings_dir: Path = Path("/var/spool/asterisk/monitor")  # where MixMonitor writes
 
 
-def _nonempty(where: str, value: Any) -> str:
-    if not _str(where, value).strip():
-        raise ConfigError(f"{where}: must not be empty")
-    return value
+class CallsSection(Section):
+    """[calls]: the tracker's channel rules (calls/rules.py) and its clock. calls/ is a sans-IO
+    core that imports nothing, so its keys are declared here; a key left out keeps the
+    tracker's own default."""
+
+    trunk_contexts: Strings | None = None
+    trunk_endpoints: Strings | None = None
+    trunk_channels: Strings | None = None
+    did_variables: Strings | None = None
+    extensions: dict[str, str] | None = None
+    pbx_timezone: TimeZone | None = None  # "local" (the default) or an IANA name
+    call_timeout_s: Positive | None = None
 
 
-def _bool(where: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    return value
-
-
-def _str_list(where: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _str_map(where: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ConfigError(f"{where}: expected a table of strings, got {value!r}")
-    return dict(value)
-
-
-def _positive(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where}: expected a positive number, got {value!r}")
-    return float(value)
-
-
-def _count(where: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}: expected a whole number of at least 1, got {value!r}")
-    return value
-
-
-def _days(where: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where}: expected a whole number of days (0: forever), got {value!r}")
-    return value
-
-
-def _ws_url(where: str, value: Any) -> str:
-    if not re.fullmatch(r"wss?://[^\s/]+(/\S*)?", _str(where, value)):
-        raise ConfigError(f"{where}: expected a ws:// or wss:// URL, got {value!r}")
-    return value
-
-
-def _port(where: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise ConfigError(f"{where}: expected a TCP port 0-65535, got {value!r}")
-    return value
-
-
-def _path(where: str, value: Any) -> Path:
-    return Path(_nonempty(where, value)).expanduser()
-
-
-def _one_of(*allowed: str) -> Check:
-    def check(where: str, value: Any) -> str:
-        if value not in allowed:
-            raise ConfigError(f"{where}: expected one of {', '.join(allowed)}, got {value!r}")
-        return value
-
-    return check
-
-
-def _sources(where: str, value: Any) -> tuple[Any, ...]:
-    """[[clients.sources]] tables: checked now, connected only when first asked."""
-    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
-        raise ConfigError(f"{where}: expected [[clients.sources]] tables")
-    return tuple(source_from_dict(f"{where}[{i}]", table) for i, table in enumerate(value))
-
-
-def _region(where: str, value: Any) -> str:
-    code = _str(where, value).upper()
-    if phonenumbers.country_code_for_region(code) == 0:
-        raise ConfigError(f"{where}: expected a country code such as GE, UA, US; got {value!r}")
-    return code
-
-
-def timezone(where: str, value: Any) -> dt.tzinfo:
-    """`"local"` (the machine's zone, the usual case next to Asterisk) or an IANA name."""
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a time zone name, got {value!r}")
-    if value == "local":
-        return local_zone()
-    try:
-        return zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"{where}: unknown time zone {value!r}") from exc
-
-
-def local_zone() -> dt.tzinfo:
-    """This machine's zone as a real IANA zone, so days and hours stay right across DST.
-
-    `datetime.now().astimezone()` gives only today's fixed offset (CET in July is wrong), so
-    look where the system names its zone: $TZ, /etc/timezone, the /etc/localtime symlink."""
-    names = [os.environ.get("TZ", "").lstrip(":")]
-    with contextlib.suppress(OSError):
-        names.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
-    with contextlib.suppress(OSError):
-        target = str(Path("/etc/localtime").resolve())
-        if "zoneinfo/" in target:
-            names.append(target.split("zoneinfo/", 1)[1])
-    for name in names:
-        if name:
-            with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
-                return zoneinfo.ZoneInfo(name)
-    fixed = dt.datetime.now().astimezone().tzinfo
-    return fixed if fixed is not None else dt.UTC
-
-
-def _token_hash(where: str, value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(TOKEN_PREFIX + "[0-9a-f]{64}", value):
-        raise ConfigError(
-            f"{where}: expected 'sha256:' and 64 hex digits (make one with `pbxlink token`)"
-        )
-    return value
-
-
-SECTIONS: dict[str, dict[str, Check]] = {
-    "": {"company": _nonempty, "recordings_dir": _path},
-    "ami": {
-        "mode": _one_of("asterisk", "simulator"),
-        "host": _nonempty,
-        "port": _port,
-        "username": _nonempty,
-        "secret": _str,
-        "secret_env": _nonempty,
-        "secret_file": _path,
-        "tls": _bool,
-        "tls_ca_file": _path,
-        "tls_verify": _bool,
-        "ping_interval_s": _positive,
-        "ping_timeout_s": _positive,
-        "connect_timeout_s": _positive,
-        "reconnect_min_s": _positive,
-        "reconnect_max_s": _positive,
-    },
-    "simulator": {
-        "host": _nonempty,
-        "port": _port,
-        "calls_per_s": _positive,
-        "max_calls": _count,
-        "speed": _positive,
-        "scenarios": _str_list,
-    },
-    "storage": {"state_dir": _path, "database": _path},
-    "web": {"host": _nonempty, "port": _port, "tls_cert_file": _path, "tls_key_file": _path},
-    "thresholds": {
-        "too_long_call_s": _positive,
-        "too_long_inbound_s": _positive,
-        "too_long_outbound_s": _positive,
-        "too_long_internal_s": _positive,
-        "service_level_s": _positive,
-        "short_abandon_s": _positive,
-        "service_level_variant": _one_of(*SL_VARIANTS),
-    },
-    "retention": {"calls_days": _days, "recordings": _bool, "batch": _count},
-    "hub": {
-        "host": _nonempty,
-        "port": _port,
-        "public_url": _ws_url,
-        "origins": _str_list,
-        "tls_cert_file": _path,
-        "tls_key_file": _path,
-        "heartbeat_s": _positive,
-        "queue_frames": _count,
-    },
-    "clients": {
-        "region": _region,
-        "register_unknown": _bool,
-        "strip_prefixes": _str_list,
-        "last_digits": _count,
-        "lookup_budget_ms": _positive,
-        "sources": _sources,
-    },
-    "calls": {
-        "trunk_contexts": _str_list,
-        "trunk_endpoints": _str_list,
-        "trunk_channels": _str_list,
-        "did_variables": _str_list,
-        "extensions": _str_map,
-        "pbx_timezone": timezone,
-        "call_timeout_s": _positive,
-    },
+#: [section] -> its declaration, in the order messages list them ("" is the top level)
+DECLARED: dict[str, type] = {
+    "": TopLevel,
+    "ami": AmiConfig,
+    "simulator": SimulatorConfig,
+    "storage": StorageConfig,
+    "web": WebConfig,
+    "thresholds": Thresholds,
+    "retention": RetentionConfig,
+    "hub": HubConfig,
+    "clients": ClientsConfig,
+    "calls": CallsSection,
 }
-OPERATOR_KEYS: dict[str, Check] = {
-    "name": _nonempty,
-    "extensions": _str_list,
-    "role": _one_of(*ROLES),
-    "token_hash": _token_hash,
-}
-RULE_KEYS = ("trunk_contexts", "trunk_endpoints", "trunk_channels", "did_variables", "extensions")
-#: files read at start: a relative name is a systemd credential, else beside the config file
-FILE_KEYS = (
-    ("ami", "secret_file"),
-    ("ami", "tls_ca_file"),
-    ("web", "tls_cert_file"),
-    ("web", "tls_key_file"),
-    ("hub", "tls_cert_file"),
-    ("hub", "tls_key_file"),
-)
+_TOP = TopLevel()
+
+
+@dataclass(slots=True)
+class Config:
+    """The whole config: a section each, what the top level and [calls] build, the operators."""
+
+    path: Path | None = None
+    company: str = _TOP.company
+    ami: AmiConfig = field(default_factory=AmiConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+    clients: ClientsConfig = field(default_factory=ClientsConfig)
+    recordings_dir: Path = _TOP.recordings_dir
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    operators: list[Operator] = field(default_factory=list)
+    #: what works but is unsafe, each naming the file, line and key; check-config prints them
+    warnings: list[str] = field(default_factory=list)
+
+
+SECTIONS: dict[str, tuple[str, ...]] = {name: tuple(declared(c)) for name, c in DECLARED.items()}
+OPERATOR_KEYS: tuple[str, ...] = tuple(declared(Operator))
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_BAD = object()  # a value that failed its check: reported, and the default used meanwhile
+
+
+# -- the file -----------------------------------------------------------------------------------
 
 
 def load(path: Path) -> Config:
@@ -385,43 +212,33 @@ def parse(
     Every mistake is collected; a ConfigError lists them all, one line each."""
     where = _Locator(source, text)
     problems: list[str] = []
-    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    values: dict[str, dict[str, Any]] = {name: {} for name in DECLARED}
     operators: list[Operator] = []
     for key, value in raw.items():
         if key == "operators":
             operators = _operators(where, value, problems)
-        elif key in SECTIONS and key != "" and isinstance(value, dict):
-            for sub, subvalue in value.items():
-                check = SECTIONS[key].get(sub)
-                if check is None:
-                    known = ", ".join(sorted(SECTIONS[key]))
-                    problems.append(f"{where(key, sub)}: unknown key (known: {known})")
-                    continue
-                if (key, sub) in FILE_KEYS:
-                    check = _file_check(check, base)
-                checked = _checked(check, where(key, sub), subvalue, problems)
-                if checked is not _BAD:
-                    values[key][sub] = checked
+        elif key in DECLARED and key != "" and isinstance(value, dict):
+            values[key] = _read(where, DECLARED[key], key, value, problems, base)
         elif key in SECTIONS[""]:
-            checked = _checked(SECTIONS[""][key], where("", key), value, problems)
-            if checked is not _BAD:
-                values[""][key] = checked
+            values[""] |= _read(where, TopLevel, "", {key: value}, problems, base)
         else:
             sections = ", ".join(f"[{s}]" for s in SECTIONS if s) + ", [[operators]]"
             problems.append(f"{where('', key)}: unknown key or section (known: {sections})")
-    config = Config(operators=operators)
-    top = values[""]
-    config.company = top.get("company", config.company)
-    config.recordings_dir = top.get("recordings_dir", config.recordings_dir)
+    top = TopLevel(**values[""])
+    config = Config(
+        company=top.company,
+        recordings_dir=top.recordings_dir,
+        simulator=SimulatorConfig(**values["simulator"]),
+        storage=StorageConfig(**values["storage"]),
+        web=WebConfig(**values["web"]),
+        thresholds=Thresholds(**values["thresholds"]),
+        retention=RetentionConfig(**values["retention"]),
+        hub=HubConfig(**values["hub"]),
+        clients=ClientsConfig(**values["clients"]),
+        tracker=_tracker(CallsSection(**values["calls"])),
+        operators=operators,
+    )
     config.ami = _ami(where, values["ami"], problems, config.warnings)
-    config.simulator = SimulatorConfig(**values["simulator"])
-    config.storage = StorageConfig(**values["storage"])
-    config.web = WebConfig(**values["web"])
-    config.thresholds = Thresholds(**values["thresholds"])
-    config.retention = RetentionConfig(**values["retention"])
-    config.hub = HubConfig(**values["hub"])
-    config.clients = ClientsConfig(**values["clients"])
-    config.tracker = _tracker(where, values["calls"])
     _check_operators(where, operators, problems)
     _check_listeners(where, config, problems)
     if problems:
@@ -429,20 +246,36 @@ def parse(
     return config
 
 
-def _checked(check: Check, place: str, value: Any, problems: list[str]) -> Any:
-    """`check(place, value)`, or _BAD with its complaint added to `problems`."""
-    try:
-        return check(place, value)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-        return _BAD
+def _read(
+    where: _Locator,
+    cls: type,
+    section: str,
+    table: dict[str, Any],
+    problems: list[str],
+    base: Path | None,
+    index: int | None = None,
+) -> dict[str, Any]:
+    """The keys of `table` that pass their declaration's checks; the others' complaints are
+    added to `problems` (and the defaults used meanwhile)."""
+    keys = declared(cls)
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        place = where(section, key, index)
+        if key not in keys:
+            known = ", ".join(keys if index is not None else sorted(keys))
+            problems.append(f"{place}: unknown key (known: {known})")
+            continue
+        try:
+            out[key] = check(place, keys[key], value)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        else:
+            if is_credential(keys[key]):
+                out[key] = resolve_file(out[key], base)
+    return out
 
 
-def _file_check(check: Check, base: Path | None) -> Check:
-    def resolved(where: str, value: Any) -> Path:
-        return resolve_file(check(where, value), base)
-
-    return resolved
+# -- the checks that span keys ------------------------------------------------------------------
 
 
 def _ami(
@@ -451,17 +284,17 @@ def _ami(
     secret_sources = [k for k in ("secret", "secret_env", "secret_file") if k in values]
     if len(secret_sources) > 1:
         problems.append(f"{where('ami', secret_sources[1])}: give only one of {secret_sources}")
-    ami = AmiConfig(**{k: v for k, v in values.items() if k not in ("secret_env", "secret_file")})
-    if "secret_env" in values:
-        name = values["secret_env"]
-        if name in os.environ:
-            ami.secret = os.environ[name]
-        else:
+    ami = AmiConfig(**values)
+    secret = ami.secret
+    if ami.secret_env is not None:
+        secret = os.environ.get(ami.secret_env)
+        if secret is None:
+            name = ami.secret_env
             problems.append(f"{where('ami', 'secret_env')}: environment variable {name} unset")
-    elif "secret_file" in values:
-        path: Path = values["secret_file"]
+    elif ami.secret_file is not None:
+        path = ami.secret_file
         try:
-            ami.secret = path.read_text(encoding="utf-8").strip()
+            secret = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             problems.append(f"{where('ami', 'secret_file')}: {path}: cannot read: {exc.strerror}")
         except UnicodeDecodeError:
@@ -472,13 +305,17 @@ def _ami(
                     f"{where('ami', 'secret_file')}: {path} can be read by every user of this "
                     f"machine: chmod 600 {path}"
                 )
-    if ami.mode == "asterisk" and not ami.secret and not any(
-        problem.startswith(where("ami", k)) for problem in problems for k in secret_sources
+    if (
+        ami.mode == "asterisk"
+        and not secret
+        and not any(
+            problem.startswith(where("ami", k)) for problem in problems for k in secret_sources
+        )
     ):
         problems.append(f"{where('ami', 'mode')}: mode 'asterisk' needs a secret")
     if ami.reconnect_max_s < ami.reconnect_min_s:
         problems.append(f"{where('ami', 'reconnect_max_s')}: smaller than reconnect_min_s")
-    return ami
+    return msgspec.structs.replace(ami, secret=secret)
 
 
 def _check_listeners(where: _Locator, config: Config, problems: list[str]) -> None:
@@ -526,13 +363,19 @@ def _check_listeners(where: _Locator, config: Config, problems: list[str]) -> No
             )
 
 
-def _tracker(where: _Locator, values: dict[str, Any]) -> TrackerConfig:
-    rules = ChannelRules(**{k: values[k] for k in RULE_KEYS if k in values})
+def _tracker(calls: CallsSection) -> TrackerConfig:
+    """The tracker's config: the [calls] keys given, the tracker's defaults for the others."""
+    rules = ChannelRules(
+        **{
+            f.name: getattr(calls, f.name)
+            for f in dataclasses.fields(ChannelRules)
+            if f.init and getattr(calls, f.name) is not None
+        }
+    )
     tracker = TrackerConfig(rules=rules)
-    tz = values.get("pbx_timezone")
-    tracker.pbx_timezone = tz if tz is not None else timezone(where("calls", "tz"), "local")
-    if "call_timeout_s" in values:
-        tracker.call_timeout_s = values["call_timeout_s"]
+    tracker.pbx_timezone = calls.pbx_timezone or local_zone()
+    if calls.call_timeout_s is not None:
+        tracker.call_timeout_s = calls.call_timeout_s
     return tracker
 
 
@@ -542,16 +385,7 @@ def _operators(where: _Locator, value: Any, problems: list[str]) -> list[Operato
         return []
     out = []
     for i, table in enumerate(value):
-        fields: dict[str, Any] = {}
-        for key, raw in table.items():
-            check = OPERATOR_KEYS.get(key)
-            if check is None:
-                known = ", ".join(OPERATOR_KEYS)
-                problems.append(f"{where('operators', key, i)}: unknown key (known: {known})")
-                continue
-            checked = _checked(check, where("operators", key, i), raw, problems)
-            if checked is not _BAD:
-                fields[key] = checked
+        fields = _read(where, Operator, "operators", table, problems, None, i)
         missing = [k for k in OPERATOR_KEYS if k not in table]
         if missing:
             problems.append(f"{where('operators', missing[0], i)}: missing")

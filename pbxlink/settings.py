@@ -1,22 +1,35 @@
-"""The parts' settings as plain values, and ConfigError: what a part imports to be configured.
+"""How every part declares its settings, and how one value is checked against a declaration.
 
-`pbxlink.config` reads the TOML file and builds these; it also builds what the sections name
-(the CRM sources, the tracker's channel rules), so it imports those parts. A part that only
-needs its settings imports them from here: the AMI link, the call log, the directory, the
-hub, the web API and the simulator never import the loader, so the loader may import any of
-them without a cycle. Nothing here reads a file; `StorageConfig`'s default reads the
-environment, when it is built.
+Each config section is one frozen msgspec `Struct` in the part that reads it (`ami/settings.py`,
+`hub/settings.py`...): a field is a key, its annotation the type and constraint, its default
+the default. The named types below carry, in `Meta(description=...)`, what an admin is told was
+expected (`ami.port: expected a TCP port 0-65535, got 'x'`), so that text is written once, here.
+A value that is not plain (a path, a time zone, a CRM source) names its `Reader` in its
+annotation, next to its declaration. `check` reads one key's value; the loader
+(`pbxlink.config`) calls it key by key, so every mistake of a file is reported together.
+
+Why msgspec: it validates against the same declaration the code reads, with constraints
+(`ge`, `gt`, `pattern`) a dataclass cannot state, and imports in a few milliseconds. Nothing
+here imports another part of pbxlink: every part may import it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
 import os
-from dataclasses import dataclass, field
+import types
+import typing
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pbxlink.calls.tracker import TrackerConfig
-from pbxlink.operators.model import Operator
+import msgspec
+from msgspec import Meta
 
 
 class ConfigError(ValueError):
@@ -27,133 +40,144 @@ class ConfigError(ValueError):
         self.problems: tuple[str, ...] = problems
 
 
-# -- the sections, one class each ------------------------------------------------------------------
+class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A [section] of the config file: each field one key. Frozen: a part cannot change the
+    settings another part was started with."""
 
 
-@dataclass(slots=True)
-class AmiConfig:
-    mode: Literal["asterisk", "simulator"] = "simulator"
-    host: str = "127.0.0.1"
-    port: int = 5038
-    username: str = "pbxlink"
-    secret: str | None = field(default=None, repr=False)
-    tls: bool = False
-    tls_ca_file: Path | None = None
-    tls_verify: bool = True
-    ping_interval_s: float = 10.0
-    ping_timeout_s: float = 5.0
-    connect_timeout_s: float = 5.0
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """In an annotation: how a value that is not plain is read from its TOML value.
+    `read(where, value)` returns it or raises a ConfigError that starts with `where`."""
+
+    read: Callable[[str, Any], Any]
 
 
-@dataclass(slots=True)
-class SimulatorConfig:
-    host: str = "127.0.0.1"
-    port: int = 0  # 0: any free port (the daemon connects to it itself)
-    calls_per_s: float = 0.5
-    max_calls: int = 50
-    speed: float = 1.0  # >1 plays the recorded calls faster (demos)
-    scenarios: tuple[str, ...] = ()  # .ami files; empty: the scenarios shipped with pbxlink
+#: any non-blank text (a host, a name); a blank one is reported as "must not be empty"
+Text = Annotated[str, Meta(pattern=r"\S")]
+#: a list of strings in TOML, a tuple here
+Strings = tuple[str, ...]
+Port = Annotated[int, Meta(ge=0, le=65535, description="a TCP port 0-65535")]
+Positive = Annotated[float, Meta(gt=0, description="a positive number")]
+Count = Annotated[int, Meta(ge=1, description="a whole number of at least 1")]
+Days = Annotated[int, Meta(ge=0, description="a whole number of days (0: forever)")]
+WsUrl = Annotated[
+    str, Meta(pattern=r"\Awss?://[^\s/]+(/\S*)?\Z", description="a ws:// or wss:// URL")
+]
 
 
-@dataclass(slots=True)
-class StorageConfig:
-    state_dir: Path = field(default_factory=lambda: default_state_dir())
-    database: Path | None = None  # default: <state_dir>/pbxlink.sqlite3
-
-    @property
-    def database_path(self) -> Path:
-        return self.database or self.state_dir / "pbxlink.sqlite3"
+def read_path(where: str, value: Any) -> Path:
+    return Path(check(where, Text, value)).expanduser()
 
 
-@dataclass(slots=True)
-class WebConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    tls_cert_file: Path | None = None  # both: the page over https://
-    tls_key_file: Path | None = None
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert_file is not None
+#: a file read at start; a relative name is the systemd credential of that name
+#: ($CREDENTIALS_DIRECTORY, the unit's LoadCredential=), else the file beside the config file
+CredentialFile = Annotated[Path, Meta(extra={"credential": True})]
 
 
-SlVariant = Literal["abandons_against", "abandons_ignored", "quick_abandons_succeed"]
-SL_VARIANTS: tuple[SlVariant, ...] = (
-    "abandons_against",
-    "abandons_ignored",
-    "quick_abandons_succeed",
-)
+def read_timezone(where: str, value: Any) -> dt.tzinfo:
+    """`"local"` (the machine's zone, the usual case next to Asterisk) or an IANA name."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a time zone name, got {value!r}")
+    if value == "local":
+        return local_zone()
+    try:
+        return zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{where}: unknown time zone {value!r}") from exc
 
 
-@dataclass(slots=True)
-class Thresholds:
-    too_long_call_s: float = 1800.0  # talk time; the per-direction keys override it
-    too_long_inbound_s: float | None = None
-    too_long_outbound_s: float | None = None
-    too_long_internal_s: float | None = None
-    service_level_s: float = 20.0  # "answered within" (docs/metrics.md)
-    short_abandon_s: float = 5.0  # callers who hung up this fast are not counted as offered
-    service_level_variant: SlVariant = "abandons_against"
-
-    def too_long_s(self, direction: str) -> float:
-        """The talk time after which a call of this direction is too long."""
-        own: float | None = getattr(self, f"too_long_{direction}_s", None)
-        return self.too_long_call_s if own is None else own
+TimeZone = Annotated[dt.tzinfo, Reader(read_timezone)]
+#: how a type is read wherever it is declared: a `Path` (a file or folder; `~` is the home
+#: folder) is given as text, and db/ declares its paths without importing this module
+READERS: dict[type, Reader] = {Path: Reader(read_path)}
 
 
-@dataclass(slots=True)
-class RetentionConfig:
-    calls_days: int = 0  # 0: keep the call log forever
-    recordings: bool = False  # also delete the recording files of the calls deleted
-    batch: int = 500  # rows per transaction, so the daemon's writes never wait long
+def local_zone() -> dt.tzinfo:
+    """This machine's zone as a real IANA zone, so days and hours stay right across DST.
+
+    `datetime.now().astimezone()` gives only today's fixed offset (CET in July is wrong), so
+    look where the system names its zone: $TZ, /etc/timezone, the /etc/localtime symlink."""
+    names = [os.environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(OSError):
+        names.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
+    with contextlib.suppress(OSError):
+        target = str(Path("/etc/localtime").resolve())
+        if "zoneinfo/" in target:
+            names.append(target.split("zoneinfo/", 1)[1])
+    for name in names:
+        if name:
+            with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
+                return zoneinfo.ZoneInfo(name)
+    fixed = dt.datetime.now().astimezone().tzinfo
+    return fixed if fixed is not None else dt.UTC
 
 
-@dataclass(slots=True)
-class HubConfig:
-    host: str = "127.0.0.1"
-    port: int = 8081  # the popup websocket; 0: any free port
-    public_url: str = ""  # what browsers connect to; default ws(s)://<page host>:<port>/
-    origins: tuple[str, ...] = ()  # allowed Origin headers; empty: the web page's own
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    heartbeat_s: float = 20.0
-    queue_frames: int = 256  # a client this far behind is dropped
+# -- reading a declaration ------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class ClientsConfig:
-    region: str = "GE"  # numbers without a country code are read as this country's
-    register_unknown: bool = True  # an unknown caller becomes a `potential` client
-    strip_prefixes: tuple[str, ...] = ("9", "0", "8")
-    last_digits: int = 9
-    lookup_budget_ms: float = 50.0
-    sources: tuple[Any, ...] = ()  # pbxlink.clients.sources.Source, in chain order
+@functools.cache
+def declared(cls: type) -> dict[str, Any]:
+    """key -> annotation of a declaration: a Section, or a dataclass such as Operator."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    if dataclasses.is_dataclass(cls):
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return {name: hints[name] for name in cls.__struct_fields__}  # type: ignore[attr-defined]
 
 
-@dataclass(slots=True)
-class Config:
-    path: Path | None = None
-    company: str = "pbxlink"
-    ami: AmiConfig = field(default_factory=AmiConfig)
-    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
-    storage: StorageConfig = field(default_factory=StorageConfig)
-    web: WebConfig = field(default_factory=WebConfig)
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    retention: RetentionConfig = field(default_factory=RetentionConfig)
-    hub: HubConfig = field(default_factory=HubConfig)
-    clients: ClientsConfig = field(default_factory=ClientsConfig)
-    recordings_dir: Path = Path("/var/spool/asterisk/monitor")
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    operators: list[Operator] = field(default_factory=list)
-    #: what works but is unsafe, each naming the file, line and key; check-config prints them
-    warnings: list[str] = field(default_factory=list)
+def unwrap(annotation: Any) -> tuple[Any, tuple[Any, ...]]:
+    """`Annotated[T, extras...] | None` -> (T, extras): TOML cannot say None, so None only
+    ever means "not given"."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        arms = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(arms) == 1:
+            annotation = arms[0]
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *extras = typing.get_args(annotation)
+        return base, tuple(extras)
+    return annotation, ()
 
 
-def default_state_dir() -> Path:
-    """systemd's StateDirectory, else the XDG state home: writable without root."""
-    if os.environ.get("STATE_DIRECTORY"):
-        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "pbxlink"
+def expected(annotation: Any) -> str:
+    """What a key of this annotation takes, said for an admin: its Meta description, else
+    said of its type."""
+    base, extras = unwrap(annotation)
+    for meta in extras:
+        if isinstance(meta, Meta) and meta.description:
+            return meta.description
+    if base is bool:
+        return "true or false"
+    if base is str:
+        return "a string"
+    if typing.get_origin(base) is Literal:
+        return "one of " + ", ".join(typing.get_args(base))
+    if base == tuple[str, ...]:
+        return "a list of strings"
+    if base == dict[str, str]:
+        return "a table of strings"
+    raise TypeError(f"no description for {annotation!r}: give it a Meta(description=...)")
+
+
+def check(where: str, annotation: Any, value: Any) -> Any:
+    """`value` as `annotation` declares it, or a ConfigError: `where: expected ..., got ...`."""
+    base, extras = unwrap(annotation)
+    reader = next((e for e in extras if isinstance(e, Reader)), None) or READERS.get(base)
+    if reader is not None:
+        return reader.read(where, value)
+    try:
+        return msgspec.convert(value, annotation)
+    except msgspec.ValidationError:
+        pass
+    metas = [m for m in extras if isinstance(m, Meta)]
+    if base is str and isinstance(value, str) and not any(m.description for m in metas):
+        raise ConfigError(f"{where}: must not be empty")  # Text: its one constraint
+    if all((m.extra or {}).get("echo", True) for m in metas):
+        raise ConfigError(f"{where}: expected {expected(annotation)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {expected(annotation)}")
+
+
+def is_credential(annotation: Any) -> bool:
+    """Is this key a `CredentialFile`, resolved against systemd's credentials?"""
+    return any(
+        isinstance(m, Meta) and (m.extra or {}).get("credential") for m in unwrap(annotation)[1]
+    )

@@ -7,7 +7,6 @@ like for a bad config file, instead of hanging on the parts it had already opene
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import secrets
 import sys
@@ -16,7 +15,10 @@ from pathlib import Path
 from ssl import SSLContext
 from typing import TypeVar
 
-from pbxlink.settings import AmiConfig, Config
+import msgspec
+
+from pbxlink.ami.settings import AmiConfig
+from pbxlink.config import Config
 from pbxlink.sim.server import AmiSimulator
 from pbxlink.tls import TlsFilesError, server_context
 
@@ -84,5 +86,5 @@ async def start_simulator(config: Config) -> tuple[AmiSimulator, AmiConfig]:
         pbx_timezone=config.tracker.pbx_timezone,
     )
     await listening("simulator", sim.host, sim.port, simulator.start)
-    ami = dataclasses.replace(ami, host=sim.host, port=simulator.port, secret=secret, tls=False)
+    ami = msgspec.structs.replace(ami, host=sim.host, port=simulator.port, secret=secret, tls=False)
     return simulator, ami

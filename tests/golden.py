@@ -68,6 +68,7 @@ from typing import Any, ClassVar
 from test_hub import ORIGIN, Page
 from test_popup_traces import ALL_TRACES, BARRIER_EXT, _token, person
 
+from pbxlink.calllog.settings import Thresholds
 from pbxlink.calls import (
     Answered,
     CallEnded,
@@ -79,18 +80,15 @@ from pbxlink.calls import (
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import Client
 from pbxlink.clients.numbers import Number
+from pbxlink.clients.settings import ClientsConfig
 from pbxlink.clients.sources import CardFields, Source, number_value
 from pbxlink.clients.sources.base import MISS, Miss, TtlCache
-from pbxlink.config import (
-    ClientsConfig,
-    Config,
-    HubConfig,
-    StorageConfig,
-    Thresholds,
-)
+from pbxlink.config import Config
 from pbxlink.daemon import TICK_S, Daemon
+from pbxlink.db.settings import StorageConfig
 from pbxlink.desk import Tick
 from pbxlink.desk.card import client_number
+from pbxlink.hub.settings import HubConfig
 from pbxlink.logs import setup_logging
 from pbxlink.operators import Operator, hash_token
 from pbxlink.replay import first_timestamp, read_chunks, replay

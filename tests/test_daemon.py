@@ -481,7 +481,8 @@ async def test_crm_source_completes_the_card_while_the_phone_rings(tmp_path: Pat
 def test_the_demo_gets_a_supervisor_only_without_operators_and_only_with_the_simulator(
     tmp_path: Path,
 ) -> None:
-    from pbxlink.config import Config, StorageConfig
+    from pbxlink.config import Config
+    from pbxlink.db.settings import StorageConfig
 
     demo = Daemon(Config(storage=StorageConfig(state_dir=tmp_path)))
     assert demo.demo_token is not None

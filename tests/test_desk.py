@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_hub import client, record
 
+from pbxlink.calllog.settings import Thresholds
 from pbxlink.calls import (
     Answered,
     CallEnded,
@@ -21,7 +22,6 @@ from pbxlink.calls import (
     Ringing,
     Transferred,
 )
-from pbxlink.config import Thresholds
 from pbxlink.desk import (
     Alert,
     ClientsChanged,

@@ -38,9 +38,10 @@ from pbxlink.clients.directory import Directory
 from pbxlink.clients.model import Client, Order
 from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.clients.sources import CardFields
-from pbxlink.config import Config, HubConfig, parse
+from pbxlink.config import Config, parse
 from pbxlink.desk import CardCompleted, Tick
 from pbxlink.desk.card import CallCard, card_dict, operator_names
+from pbxlink.hub.settings import HubConfig
 from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
 from pbxlink.web.hub import add_routes

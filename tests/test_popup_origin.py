@@ -19,7 +19,9 @@ from test_hub import OPERATORS, hello, running
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from pbxlink.config import Config, HubConfig, WebConfig
+from pbxlink.config import Config
+from pbxlink.hub.settings import HubConfig
+from pbxlink.web.settings import WebConfig
 
 NAME = "pbx.office.lan"
 WEB_PORT = 8080
@@ -28,7 +30,12 @@ WEB_PORT = 8080
 def lan_hub(*, origins: tuple[str, ...] = (), tls: bool = False) -> Popups:
     web = WebConfig(host="0.0.0.0", port=WEB_PORT)
     if tls:  # the origin rule reads only whether the page is served over https
-        web = WebConfig("0.0.0.0", WEB_PORT, Path("pbx.pem"), Path("pbx.key"))
+        web = WebConfig(
+            host="0.0.0.0",
+            port=WEB_PORT,
+            tls_cert_file=Path("pbx.pem"),
+            tls_key_file=Path("pbx.key"),
+        )
     hub = HubConfig(host="127.0.0.1", port=0, origins=origins)
     return Popups(Config(company="ACME", operators=list(OPERATORS), web=web, hub=hub))
 

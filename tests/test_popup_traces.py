@@ -29,7 +29,8 @@ from pbxlink.calls import (
     Ringing,
     Transferred,
 )
-from pbxlink.config import Config, HubConfig
+from pbxlink.config import Config
+from pbxlink.hub.settings import HubConfig
 from pbxlink.operators import Operator, hash_token
 from pbxlink.replay import read_chunks, replay
 

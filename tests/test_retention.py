@@ -14,7 +14,7 @@ import structlog
 
 from pbxlink.calllog import CallLogStore
 from pbxlink.calllog.retention import DAY_S, Retention
-from pbxlink.config import RetentionConfig
+from pbxlink.calllog.settings import RetentionConfig
 
 from conftest import logged, make_record
 

@@ -20,9 +20,10 @@ from openapi_spec_validator import validate
 
 from pbxlink.calllog import CallLogStore
 from pbxlink.calllog import servicelevel as sl
+from pbxlink.calllog.settings import Thresholds
 from pbxlink.calls.record import CallRecord
 from pbxlink.calls.tracker import TrackerConfig
-from pbxlink.config import Config, Thresholds
+from pbxlink.config import Config
 from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app, openapi
 from pbxlink.web.auth import route_access

@@ -10,6 +10,7 @@ from pathlib import Path
 import structlog
 
 from pbxlink.calllog import CallLogStore
+from pbxlink.calllog.settings import Thresholds
 from pbxlink.calls import (
     Answered,
     CallEnded,
@@ -19,8 +20,9 @@ from pbxlink.calls import (
     Transferred,
 )
 from pbxlink.calls.toolong import TooLongWatch, is_too_long
-from pbxlink.config import Config, Thresholds
+from pbxlink.config import Config
 from pbxlink.daemon import Daemon
+from pbxlink.db.settings import StorageConfig
 from pbxlink.replay import read_chunks, replay
 
 from conftest import lab_tracker, make_record
@@ -151,8 +153,7 @@ def test_real_load_trace_through_the_tracker(traces_dir: Path) -> None:
 
 
 def test_daemon_tick_logs_and_counts_a_too_long_call_once(tmp_path: Path) -> None:
-    config = Config()
-    config.storage.state_dir = tmp_path
+    config = Config(storage=StorageConfig(state_dir=tmp_path))
     config.thresholds = Thresholds(too_long_internal_s=10.0)
     daemon = Daemon(config, clock=lambda: T0)
     internal = make_record(

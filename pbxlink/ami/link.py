@@ -38,9 +38,9 @@ from panoramisk import Manager
 
 from pbxlink.ami.framing import Message, Subscription
 from pbxlink.ami.protocol import FramedAMIProtocol
+from pbxlink.ami.settings import AmiConfig
 from pbxlink.calls.record import iso_utc
 from pbxlink.calls.tracker import BOOT_TOLERANCE_S
-from pbxlink.settings import AmiConfig
 
 log = structlog.get_logger("pbxlink.ami")
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import structlog
 
 from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
+from pbxlink.calllog.settings import RetentionConfig
 from pbxlink.calllog.store import CallLogStore, Purged
 from pbxlink.calls.record import iso_utc
-from pbxlink.settings import RetentionConfig
 
 log = structlog.get_logger("pbxlink.calllog")
 

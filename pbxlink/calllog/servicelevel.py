@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from pbxlink.calllog.params import day_start
-from pbxlink.settings import SL_VARIANTS, SlVariant
+from pbxlink.calllog.settings import SL_VARIANTS, SlVariant
 
 Group = Literal["day", "hour", "extension", "queue"]
 GROUPS: tuple[Group, ...] = ("day", "hour", "extension", "queue")

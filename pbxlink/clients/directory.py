@@ -53,7 +53,7 @@ from pbxlink.clients.numbers import MIN_DIGITS, Number, PhoneNumbers
 from pbxlink.db import RelinkCalls, SchemaError, Statement, connect, migrate
 
 if TYPE_CHECKING:
-    from pbxlink.settings import Config
+    from pbxlink.clients.settings import Config
 
 log = structlog.get_logger("pbxlink.clients")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import phonenumbers
 
 if TYPE_CHECKING:
-    from pbxlink.settings import ClientsConfig
+    from pbxlink.clients.settings import ClientsConfig
 
 NOT_A_NUMBER = frozenset(
     {"", "anonymous", "unknown", "<unknown>", "unavailable", "restricted", "private", "withheld"}

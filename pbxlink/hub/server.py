@@ -27,9 +27,10 @@ from pbxlink.desk.events import SessionClosed, SessionOpened
 from pbxlink.hub import messages
 from pbxlink.hub.messages import CloseWith, Message
 from pbxlink.hub.origin import same_host
+from pbxlink.hub.settings import Config
 from pbxlink.loglimit import LogLimit
 from pbxlink.operators import Operator, Operators, hash_token
-from pbxlink.settings import Config, ConfigError
+from pbxlink.settings import ConfigError
 from pbxlink.tls import TlsFilesError, server_context
 
 log = structlog.get_logger("pbxlink.hub")

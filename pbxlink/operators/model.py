@@ -1,15 +1,29 @@
-"""An operator as the config declares them: a name, their extensions, a role, a token's hash."""
+"""An operator as the config declares them: a name, their extensions, a role, a token's hash.
+
+`Operator` is also the declaration of an [[operators]] table: the loader checks each key
+against its field's annotation (msgspec's `Meta` states what a dataclass cannot).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from msgspec import Meta
 
 Role = Literal["operator", "supervisor", "admin"]
 ROLES: tuple[Role, ...] = ("operator", "supervisor", "admin")
 TOKEN_PREFIX = "sha256:"
+TokenHash = Annotated[
+    str,
+    Meta(
+        pattern=rf"\A{TOKEN_PREFIX}[0-9a-f]{{64}}\Z",
+        description="'sha256:' and 64 hex digits (make one with `pbxlink token`)",
+        extra={"echo": False},  # 71 characters: the message says what to do instead
+    ),
+]
 
 
 def hash_token(token: str) -> str:
@@ -19,10 +33,10 @@ def hash_token(token: str) -> str:
 
 @dataclass(slots=True, frozen=True)
 class Operator:
-    name: str
+    name: Annotated[str, Meta(pattern=r"\S")]
     extensions: tuple[str, ...]
     role: Role
-    token_hash: str = field(repr=False)
+    token_hash: TokenHash = field(repr=False)
 
     def token_matches(self, token: str) -> bool:
         return hmac.compare_digest(self.token_hash, hash_token(token))

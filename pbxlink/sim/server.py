@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 import structlog
 
 from pbxlink.ami.framing import AmiParser, Message
-from pbxlink.settings import SimulatorConfig
 from pbxlink.sim.eventfilter import EventFilter
 from pbxlink.sim.scenario import Scenario, ScenarioCopy, load_scenarios
+from pbxlink.sim.settings import SimulatorConfig
 
 log = structlog.get_logger("pbxlink.sim")
 

@@ -18,7 +18,6 @@ from aiohttp import web
 from pbxlink.calllog.store import CallLogStore
 from pbxlink.hub import Hub
 from pbxlink.operators import Operators
-from pbxlink.settings import Config
 from pbxlink.web import openapi
 from pbxlink.web.auth import auth_middleware, operator_of, public
 from pbxlink.web.calls import add_routes as add_call_routes
@@ -32,6 +31,7 @@ from pbxlink.web.models import Ami, Health, Me
 from pbxlink.web.page import add_routes as add_page_routes
 from pbxlink.web.recordings import add_routes as add_recording_routes
 from pbxlink.web.servicelevel import add_routes as add_service_level_routes
+from pbxlink.web.settings import Config
 from pbxlink.web.spec import Answer, Route, mount, respond
 
 MAX_BODY = 1 << 20  # 1 MiB: JSON for a client card or a filter, never uploads of media

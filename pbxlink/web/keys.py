@@ -10,7 +10,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from pbxlink.settings import Config
+from pbxlink.web.settings import Config
 
 
 class StatusSource(Protocol):

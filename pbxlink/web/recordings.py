@@ -28,9 +28,9 @@ from msgspec import Meta
 from pbxlink.calllog import query
 from pbxlink.calllog.recordings import RecordingRefused, resolve_recording
 from pbxlink.calllog.store import CallLogStore
-from pbxlink.settings import Config
 from pbxlink.web.auth import call_scope, operator_of
 from pbxlink.web.errors import ApiError
+from pbxlink.web.settings import Config
 from pbxlink.web.spec import Answer, Route, convert, mount
 
 log = structlog.get_logger("pbxlink.web")

@@ -33,12 +33,13 @@ from pbxlink.calllog.servicelevel import (
     figures,
     service_level,
 )
+from pbxlink.calllog.settings import SL_VARIANTS
 from pbxlink.calls.record import iso_utc
-from pbxlink.settings import SL_VARIANTS, Config
 from pbxlink.web.auth import operator_of
 from pbxlink.web.errors import bad_request
 from pbxlink.web.keys import CONFIG
 from pbxlink.web.models import Time
+from pbxlink.web.settings import Config
 from pbxlink.web.spec import Answer, Route, mount, respond
 
 log = structlog.get_logger("pbxlink.web")
