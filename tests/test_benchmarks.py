@@ -84,3 +84,8 @@ def test_latencies_benchmark_times_every_wait_the_unit_tests_left_to_it() -> Non
         "daemon: SIGTERM to exit 0, calls just played and one going on",
     ]
     assert all(line.endswith("| not judged (smoke) |") for line in report.splitlines()[3:])
+
+
+def test_rest_encode_benchmark_finds_both_encodings_equal() -> None:
+    report = smoke("rest_encode.py")
+    assert "call log page, 10 items" in report and "client list, 10 cards" in report
