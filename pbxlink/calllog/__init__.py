@@ -1,5 +1,6 @@
-"""Owns the call log's tables (calls, call_extensions, open_calls, recording_access): nothing
-else writes them. Never imports the client directory (clients/), the hub, the web or the daemon."""
+"""Owns the call log's tables (calls, call_extensions, open_calls, recording_access): nothing else
+writes them; and the [thresholds] and [retention] settings (settings.py). Never imports the
+client directory (clients/), the hub, the web or the daemon."""
 
 from pbxlink.calllog.links import relink_calls
 from pbxlink.calllog.store import CallLogStore

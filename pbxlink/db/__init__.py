@@ -1,5 +1,6 @@
 """Owns the database file: connecting, every migration in the order deployed databases applied
-them, and which part owns (alone writes) each table. Imports no other part of pbxlink."""
+them, which part owns (alone writes) each table, and the [storage] settings (settings.py).
+Imports no other part of pbxlink."""
 
 from pbxlink.db.connect import connect
 from pbxlink.db.migrate import SchemaError, migrate, statements

@@ -1,6 +1,6 @@
-"""Owns the HTTP side: health, metrics, the token-protected REST API, its OpenAPI document and
-the operator page. May use the hub (it serves /api/hub); never imports ami/, sim/, the config
-loader or the daemon."""
+"""Owns the HTTP side: health, metrics, the token-protected REST API, its OpenAPI document and the
+operator page; and the [web] listener's settings (settings.py). May use the hub (it serves
+/api/hub); never imports ami/, sim/, the config loader or the daemon."""
 
 from pbxlink.web.app import CONFIG, METRICS, STATUS, StatusSource, WebServer, make_app, serve
 from pbxlink.web.auth import operator_of, public, requires
