@@ -160,3 +160,17 @@ async def http_clients(store: CallLogStore, tmp_path: Path) -> AsyncIterator[aio
         async with session_to(app) as http:
             http.headers.update({"Authorization": f"Bearer {ADMIN}"})
             yield http
+
+
+@pytest.mark.parametrize(
+    ("limit", "status"),
+    [("05", 200), ("5", 200), ("5.0", 400), ("1e2", 400), (" 5", 400), ("9" * 5000, 400)],
+)
+async def test_a_whole_number_parameter_is_digits_as_people_write_them(
+    http_clients: aiohttp.ClientSession, limit: str, status: int
+) -> None:
+    async with http_clients.get("/api/clients", params={"limit": limit}) as resp:
+        body = await resp.json()
+        assert resp.status == status, body
+    if status == 400:
+        assert body["field"] == "limit" and len(body["message"]) < 100
