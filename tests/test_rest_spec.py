@@ -4,6 +4,7 @@ are what the declared models say, and the client's REST view is built in web/ al
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.config import Config
 from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, cards, make_app, models, openapi, urls
+from pbxlink.web.auth import public
 from pbxlink.web.spec import ROUTES, Answer, NoQuery, Route, convert, mount, respond
 
 from conftest import FakeStatus, session_to
@@ -174,3 +176,13 @@ async def test_a_whole_number_parameter_is_digits_as_people_write_them(
         assert resp.status == status, body
     if status == 400:
         assert body["field"] == "limit" and len(body["message"]) < 100
+
+
+def test_a_handler_marked_otherwise_than_its_declaration_is_refused() -> None:
+    app = make_app(Config(), FakeStatus(), Metrics())
+    with pytest.raises(ValueError, match=r"getHello: declared 'supervisor'.*'public'"):
+        mount(app, [dataclasses.replace(HELLO, handler=public(_greet))])
+
+
+async def _greet(request: web.Request) -> web.Response:
+    return respond(Hello("world"))

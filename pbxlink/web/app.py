@@ -19,7 +19,7 @@ from pbxlink.calllog.store import CallLogStore
 from pbxlink.hub import Hub
 from pbxlink.operators import Operators
 from pbxlink.web import openapi
-from pbxlink.web.auth import auth_middleware, operator_of, public
+from pbxlink.web.auth import auth_middleware, operator_of
 from pbxlink.web.calls import add_routes as add_call_routes
 from pbxlink.web.clients import Directory
 from pbxlink.web.clients import add_routes as add_client_routes
@@ -95,7 +95,6 @@ async def _default_headers(request: web.Request, response: web.StreamResponse) -
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
-@public
 async def healthz(request: web.Request) -> web.Response:
     """200 while the AMI link is up, 503 otherwise, so a plain HTTP check sees trouble."""
     status = request.app[STATUS]
@@ -111,7 +110,6 @@ async def healthz(request: web.Request) -> web.Response:
     return respond(body, 200 if up else 503)
 
 
-@public
 async def prometheus(request: web.Request) -> web.Response:
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -18,7 +18,6 @@ import msgspec
 from aiohttp import web
 
 from pbxlink import __version__
-from pbxlink.web.auth import public
 from pbxlink.web.models import CallRecord, Error
 from pbxlink.web.spec import ROUTES, Answer, Route, respond
 
@@ -159,7 +158,6 @@ class Document:
     def __init__(self) -> None:
         self.body: bytes | None = None
 
-    @public
     async def get(self, request: web.Request) -> web.Response:
         if self.body is None:
             self.body = msgspec.json.encode(build(request.app))

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pbxlink.web.auth import public
 from pbxlink.web.errors import ApiError
 from pbxlink.web.spec import Answer, Route, mount
 
@@ -70,12 +69,10 @@ def _file(name: str) -> web.FileResponse:
     return web.FileResponse(path, headers={**HEADERS, "Content-Type": TYPES[suffix]})
 
 
-@public
 async def index(request: web.Request) -> web.FileResponse:
     return _file("index.html")
 
 
-@public
 async def static(request: web.Request) -> web.FileResponse:
     return _file(request.match_info["name"])
 

@@ -55,11 +55,13 @@ class Answer:
 class Route:
     """A route: mounted by `mount`, documented by pbxlink.web.openapi from this alone.
 
-    `path` is aiohttp's (`{id:\\d+}`: an integer id, documented as one); `query` a Struct
-    whose fields are the query parameters (checked before the handler runs unless
-    `check_query` is False: the call log's filters have a parser of their own, which answers
-    in the same shape); `body` a Struct the JSON body must match, or raw media (media type ->
-    schema); `errors` the error statuses and when (401 and a role's 403 are added)."""
+    `role` is who may call it (web/auth.py reads it from the mounted handler, which needs no
+    `@public` or `@requires` of its own); `path` is aiohttp's (`{id:\\d+}`: an integer id,
+    documented as one); `query` a Struct whose fields are the query parameters (checked
+    before the handler runs unless `check_query` is False: the call log's filters have a
+    parser of their own, which answers in the same shape); `body` a Struct the JSON body must
+    match, or raw media (media type -> schema); `errors` the error statuses and when (401 and
+    a role's 403 are added)."""
 
     method: str
     path: str
@@ -115,6 +117,9 @@ def _checked(route: Route, handler: Handler) -> Handler:
             request[BODY] = convert(await read_object(request), body, "field")
         return await handler(request)
 
+    marked = getattr(handler, ACCESS_ATTR, route.role)
+    if marked != route.role:  # the declaration is the one place a route's role is said
+        raise ValueError(f"{route.op_id}: declared {route.role!r}, its handler says {marked!r}")
     setattr(wrapper, ACCESS_ATTR, route.role)
     return wrapper
 
