@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from pbxlink.calllog import CallLogStore, relink_calls
+from pbxlink.calllog import CallLogStore, query, relink_calls
 from pbxlink.clients import model
 from pbxlink.clients.directory import Directory
 from pbxlink.clients.numbers import PhoneNumbers
@@ -22,6 +22,7 @@ from pbxlink.config import Config
 from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, cards, make_app, models, openapi, urls
 from pbxlink.web.auth import public
+from pbxlink.web.calls import CallFilters, CsvQuery, PageQuery, beyond_filters
 from pbxlink.web.spec import ROUTES, Answer, NoQuery, Route, convert, mount, respond
 
 from conftest import FakeStatus, session_to
@@ -186,3 +187,9 @@ def test_a_handler_marked_otherwise_than_its_declaration_is_refused() -> None:
 
 async def _greet(request: web.Request) -> web.Response:
     return respond(Hello("world"))
+
+
+def test_the_documented_call_log_parameters_are_the_ones_its_parser_takes() -> None:
+    assert CallFilters.__struct_encode_fields__ == query.FILTER_PARAMS
+    assert beyond_filters(PageQuery) == query.PAGE_PARAMS
+    assert beyond_filters(CsvQuery) == ("sort", "bom")

@@ -40,8 +40,6 @@ from pbxlink.web.spec import Answer, Route, mount, respond
 
 log = structlog.get_logger("pbxlink.web")
 
-CSV_PARAMS = ("sort", "bom")
-
 
 def add_routes(app: web.Application, store: CallLogStore, directory: Directory | None) -> None:
     """Mount the call log API on an app make_app built (make_app does, given a store)."""
@@ -82,7 +80,7 @@ class _Calls:
         return f, scope
 
     async def list(self, request: web.Request) -> web.Response:
-        f, scope = self._filter(request, query.PAGE_PARAMS)
+        f, scope = self._filter(request, beyond_filters(PageQuery))
         try:
             sort, limit, cursor = query.parse_page(request.query)
             page = await query.page(
@@ -121,7 +119,7 @@ class _Calls:
         """Streamed in batches: a year of calls never sits in memory. A failure after the
         first byte cuts the connection, so the client sees a broken download, not a short
         file that looks complete."""
-        f, scope = self._filter(request, CSV_PARAMS)
+        f, scope = self._filter(request, beyond_filters(CsvQuery))
         try:
             sort = query.parse_page(request.query)[0]  # limit and cursor are refused above
             bom = bool(flag(request.query, "bom"))
@@ -232,6 +230,15 @@ class PageQuery(CallFilters):
 class CsvQuery(CallFilters):
     sort: Sort | UnsetType = UNSET
     bom: Annotated[Flag, _doc("true: a UTF-8 BOM first, for Excel")] | UnsetType = UNSET
+
+
+def beyond_filters(params: type[CallFilters]) -> tuple[str, ...]:
+    """The parameters a route takes besides the filters: the parser is told them from the
+    route's declared query, so what is documented is what is accepted."""
+    return tuple(n for n in params.__struct_encode_fields__ if n not in FILTER_NAMES)
+
+
+FILTER_NAMES = frozenset(CallFilters.__struct_encode_fields__)
 
 
 class CallDetail(models.CallItem):
