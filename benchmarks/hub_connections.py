@@ -31,6 +31,7 @@ from pbxlink.desk import Close, Desk, Send
 from pbxlink.hub import Hub
 from pbxlink.hub.settings import HubConfig
 from pbxlink.operators import Operator, Operators, hash_token
+from pbxlink.web.urls import client_photo
 
 from machine import cpu_model, git_commit
 
@@ -53,7 +54,12 @@ def operators() -> tuple[list[Operator], dict[str, str]]:
 async def run(cycles_timed: int, cycles_traced: int) -> dict[str, float]:
     ops, tokens = operators()
     config = Config(company="ACME", operators=ops, hub=HubConfig(port=0))
-    desk = Desk(company=config.company, operators=ops, too_long=config.thresholds)
+    desk = Desk(
+        company=config.company,
+        operators=ops,
+        too_long=config.thresholds,
+        photo_url=client_photo,
+    )
 
     def tell(event: object) -> None:  # the desk decides, the hub sends: as the daemon wires them
         for command in desk.handle(event):

@@ -41,6 +41,7 @@ from pbxlink.sim.server import AmiSimulator
 from pbxlink.startup import listening, print_demo_link, start_simulator, web_tls
 from pbxlink.systemd import notify
 from pbxlink.web import Metrics, WebServer, make_app, serve
+from pbxlink.web.urls import client_photo
 
 log = structlog.get_logger("pbxlink.daemon")
 
@@ -73,7 +74,10 @@ class Daemon:
         identifier = Identifier(self.directory, self.sources, self.metrics.observe_lookup)
         self.operators = Operators(config.operators)
         self.desk = Desk(
-            company=config.company, operators=config.operators, too_long=config.thresholds
+            company=config.company,
+            operators=config.operators,
+            too_long=config.thresholds,
+            photo_url=client_photo,
         )
         self.hub = Hub(config, self.operators, lambda event: self.desk_adapter.tell(event))
         self.desk_adapter = DeskAdapter(self.desk, self.hub, self.store, identifier, self.metrics)

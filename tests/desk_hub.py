@@ -25,6 +25,7 @@ from pbxlink.desk import (
 from pbxlink.desk.card import CallCard
 from pbxlink.hub import Hub
 from pbxlink.operators import Operator, Operators
+from pbxlink.web.urls import client_photo
 
 
 class Popups:
@@ -33,7 +34,10 @@ class Popups:
     ) -> None:
         self.operators = Operators(config.operators)
         self.desk = Desk(
-            company=config.company, operators=config.operators, too_long=config.thresholds
+            company=config.company,
+            operators=config.operators,
+            too_long=config.thresholds,
+            photo_url=client_photo,
         )
         self.hub = Hub(config, self.operators, self.tell, **hub)
         self.operators.listeners.append(lambda ops: self.tell(RosterChanged(ops)))

@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_hub import client, record
@@ -42,8 +43,10 @@ from pbxlink.desk import (
     Tick,
 )
 from pbxlink.desk.card import CallCard
+from pbxlink.desk.messages import ClientUpdated
 from pbxlink.operators import Operator, hash_token
 from pbxlink.replay import read_chunks, replay
+from pbxlink.web.urls import client_photo
 
 from conftest import TRACE_NAMES, TRACES, lab_tracker, need
 
@@ -62,6 +65,7 @@ def desk(*operators: Operator, too_long_s: float = 1800.0) -> Desk:
         company="ACME",
         operators=operators or (NINO, GIO, SUP),
         too_long=Thresholds(too_long_call_s=too_long_s),
+        photo_url=client_photo,
     )
 
 
@@ -94,8 +98,9 @@ class Room:
             for command in self.desk.handle(event):
                 out.append(command)
                 if isinstance(command, Send):
+                    sent = msgspec.json.decode(msgspec.json.encode(command.message))  # JSON
                     for session in command.sessions:
-                        self.got[self.sessions[session]].append(command.message)
+                        self.got[self.sessions[session]].append(sent)
         self.commands += out
         return out
 
@@ -130,8 +135,9 @@ def test_each_call_is_looked_up_once_and_its_log_row_gets_the_one_client() -> No
     assert looks == [Lookup("c1", "+995599123456")]  # once, however many updates
     sent = room.run(LookedUp("c1", CallCard([client(7, "Nino's client")])))
     (update,) = of(Send, sent)
-    assert update.message["type"] == "client_updated"
-    assert update.message["card"]["client"]["name"] == "Nino's client"
+    assert isinstance(update.message, ClientUpdated)
+    assert update.message.card.client is not None
+    assert update.message.card.client.name == "Nino's client"
     (record,) = of(Record, room.run(CallEnded(T0 + 9, c)))
     assert record.client_id == 7
 
@@ -168,7 +174,8 @@ def test_a_directory_edit_refreshes_the_cards_of_calls_in_progress() -> None:
     assert refresh.calls == (("c1", "+995599000001"),)
     assert of(Send, room.run(Refreshed("c1", (client(1, "Old name"),)))) == []  # unchanged
     (sent,) = of(Send, room.run(Refreshed("c1", (client(1, "New name"),))))
-    assert sent.message["card"]["client"]["name"] == "New name"
+    assert isinstance(sent.message, ClientUpdated) and sent.message.card.client is not None
+    assert sent.message.card.client.name == "New name"
     (record,) = of(Record, room.run(CallEnded(T0 + 5, c)))
     assert record.client_id == 1
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from desk_hub import Popups
 from jsonschema import Draft202012Validator
@@ -40,7 +41,7 @@ from pbxlink.clients.numbers import PhoneNumbers
 from pbxlink.clients.sources import CardFields
 from pbxlink.config import Config, parse
 from pbxlink.desk import CardCompleted, Tick
-from pbxlink.desk.card import CallCard, card_dict, operator_names
+from pbxlink.desk.card import CallCard, build_card, operator_names
 from pbxlink.hub.settings import HubConfig
 from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
@@ -490,6 +491,10 @@ async def test_editing_the_client_during_the_call_updates_the_card(
 # -- the card ----------------------------------------------------------------------------------
 
 
+def photo_url(client_id: int) -> str:
+    return f"/photos/{client_id}"
+
+
 def test_the_card_takes_the_directory_first_and_fills_gaps_from_the_crm() -> None:
     names = operator_names(OPERATORS)
     c = record("c", ivr_digits="2", queue="support", answered_by="102", status="answered")
@@ -503,14 +508,17 @@ def test_the_card_takes_the_directory_first_and_fills_gaps_from_the_crm() -> Non
         open_orders=(Order(1, 17, "A-1", "shipped", "Nino", 120.5, True, T0, T0),),
     )
     crm = CardFields(name="CRM Name", city="Tbilisi", photo_url="javascript:alert(1)")
-    card = card_dict(
-        c,
-        CallCard([known, client(31, "Office")], crm),
-        company="ACME",
-        names=names,
-        extension="101",
-    )
-    VALIDATORS["card"].validate(card)
+
+    def card_of(found: CallCard | None, extension: str | None) -> dict[str, Any]:
+        """The card as a page reads it, checked against card.json."""
+        built = build_card(
+            c, found, company="ACME", names=names, extension=extension, photo_url=photo_url
+        )
+        card: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(built))
+        VALIDATORS["card"].validate(card)
+        return card
+
+    card = card_of(CallCard([known, client(31, "Office")], crm), "101")
     assert card["client"] == {
         "id": 17,
         "name": "Giorgi",  # the directory wins
@@ -521,7 +529,7 @@ def test_the_card_takes_the_directory_first_and_fills_gaps_from_the_crm() -> Non
         "notes": "",
         "city": "Tbilisi",  # the CRM fills the gap
         "country": "",
-        "photo_url": "/api/clients/17/photo",  # never a javascript: URL
+        "photo_url": "/photos/17",  # the URL the desk was handed; never a javascript: URL
         "orders": [{"number": "A-1", "stage": "shipped", "responsible": "Nino", "debt": 120.5}],
     }
     assert card["other_clients"] == [{"id": 31, "name": "Office"}]
@@ -537,16 +545,15 @@ def test_the_card_takes_the_directory_first_and_fills_gaps_from_the_crm() -> Non
             {"number": "closed", "stage": None, "responsible": None, "debt": 1.0, "open": False},
         ],
     )
-    card = card_dict(c, CallCard([], only_crm), company="ACME", names=names, extension=None)
-    VALIDATORS["card"].validate(card)
+    card = card_of(CallCard([], only_crm), None)
     assert card["client"]["id"] is None and card["client"]["name"] == "From CRM"
     assert card["client"]["photo_url"] == "https://crm.example.com/p/1.jpg"
     assert card["client"]["orders"] == [
         {"number": "X", "stage": None, "responsible": None, "debt": None}
     ]
-    nobody = card_dict(c, CallCard([]), company="ACME", names=names, extension=None)
+    nobody = card_of(CallCard([]), None)
     assert nobody["client"] is None and nobody["pending"] is False
-    pending = card_dict(c, None, company="ACME", names=names, extension="101")
+    pending = card_of(None, "101")
     assert pending["client"] is None and pending["pending"] is True
 
 

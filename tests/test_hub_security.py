@@ -78,6 +78,8 @@ async def test_no_hello_is_closed_4001(hub: Popups) -> None:
         ({"type": "hello", "v": True, "token": TOKENS["101"]}, 4400),
         ({"type": "subscribe", "v": 1, "token": TOKENS["101"]}, 4400),
         ({"type": "hello", "v": 1, "token": TOKENS["101"], "extensions": ["102"]}, 4400),
+        ({"v": 1, "token": TOKENS["101"]}, 4400),  # no type: a decoder may take it as implied
+        ({"token": "", "v": 2, "type": "hello"}, 4400),  # a wrong v, whatever the key order
         (["hello", 1, TOKENS["101"]], 4400),
         ("not json {", 4400),
         (b"\xff\xfe\x00", 4400),  # not UTF-8, in a binary frame

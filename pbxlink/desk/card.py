@@ -1,4 +1,4 @@
-"""The popup's client card (docs/popup-protocol.md): one dict per call update, built once and
+"""The popup's client card (docs/popup-protocol.md): one `Card` per call update, built once and
 sent to every recipient of that update.
 
 The directory's client comes first; what it leaves empty, the CRM sources fill in. A number
@@ -9,11 +9,16 @@ guesses which of them calls.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pbxlink.calls.record import CallRecord, iso_utc
+from pbxlink.desk.messages import Card, CardClient, CardOrder, Colleague, OtherClient
+
+#: a client id -> the URL its photo is served at (`pbxlink.web.urls.client_photo`, handed in
+#: by the daemon: the URL has one home, in web/, which the desk does not import)
+PhotoUrl = Callable[[int], str]
 
 
 class Person(Protocol):
@@ -62,11 +67,6 @@ class CrmFields(Protocol):
     def empty(self) -> bool: ...
 
 
-
-_TEXT_FIELDS = ("name", "company", "notes", "city", "country")
-_ORDER_FIELDS = ("number", "stage", "responsible", "debt")
-
-
 #: why nobody is looked up for a call: a colleague calls, or the caller withheld the number
 NoLookup = Literal["internal", "withheld"]
 
@@ -113,15 +113,16 @@ def operator_names(operators: Iterable[Person]) -> dict[str, str]:
     return names
 
 
-def card_dict(
+def build_card(
     call: CallRecord,
     card: CallCard | None,
     *,
     company: str,
     names: Mapping[str, str],
     extension: str | None,
+    photo_url: PhotoUrl,
     final: bool = False,
-) -> dict[str, Any]:
+) -> Card:
     """The card of `call` as the protocol has it; `card` None: the lookup has not answered,
     or, for a call with nobody to look up (`no_lookup`), will never be made. `final`: the
     call has ended (the `missed` card), so its status is the final one."""
@@ -131,28 +132,28 @@ def card_dict(
     answered_by = call.answered_by
     why = no_lookup(call)
     colleague = call.caller_number if why == "internal" else ""
-    return {
-        "company": company,
-        "call_id": call.call_id,
-        "started_at": iso_utc(call.started_at),
-        "direction": call.direction,
-        "number": call.caller_number if call.direction != "outbound" else call.called_number,
-        "caller_name": call.caller_name,
-        "did": (call.called_number or None) if inbound else None,
-        "new_client": card.new_client if card is not None else False,
-        "pending": card is None and why is None,
-        "no_lookup": why,
-        "colleague": {"extension": colleague, "name": names.get(colleague)} if colleague else None,
-        "client": client_dict(clients[0] if clients else None, external),
-        "other_clients": [{"id": c.id, "name": c.name} for c in clients[1:]],
-        "extension": extension,
-        "operator_name": names.get(extension) if extension else None,
-        "answered_by": answered_by,
-        "answered_by_name": names.get(answered_by) if answered_by else None,
-        "ivr_digits": call.ivr_digits,
-        "queue": call.queue,
-        "status": shown_status(call, final),
-    }
+    return Card(
+        company=company,
+        call_id=call.call_id,
+        started_at=iso_utc(call.started_at),
+        direction=call.direction,
+        number=call.caller_number if call.direction != "outbound" else call.called_number,
+        caller_name=call.caller_name,
+        did=(call.called_number or None) if inbound else None,
+        new_client=card.new_client if card is not None else False,
+        pending=card is None and why is None,
+        no_lookup=why,
+        colleague=Colleague(extension=colleague, name=names.get(colleague)) if colleague else None,
+        client=build_client(clients[0] if clients else None, external, photo_url),
+        other_clients=tuple(OtherClient(id=c.id, name=c.name) for c in clients[1:]),
+        extension=extension,
+        operator_name=names.get(extension) if extension else None,
+        answered_by=answered_by,
+        answered_by_name=names.get(answered_by) if answered_by else None,
+        ivr_digits=call.ivr_digits,
+        queue=call.queue,
+        status=shown_status(call, final),
+    )
 
 
 def shown_status(call: CallRecord, final: bool) -> str:
@@ -164,46 +165,64 @@ def shown_status(call: CallRecord, final: bool) -> str:
     return "no_answer"
 
 
-def client_dict(client: ClientLike | None, external: CrmFields | None) -> dict[str, Any] | None:
+def build_client(
+    client: ClientLike | None, external: CrmFields | None, photo_url: PhotoUrl
+) -> CardClient | None:
     """The directory's client with its gaps filled from the CRM; None when neither knows."""
     if external is not None and external.empty():
         external = None
     if client is None and external is None:
         return None
-    out: dict[str, Any] = {"id": client.id if client else None}
-    for name in _TEXT_FIELDS:
-        own = getattr(client, name) if client else ""
-        out[name] = own or getattr(external, name, "") or ""
+
+    def text(name: str) -> str:
+        return (getattr(client, name) if client else "") or getattr(external, name, "") or ""
+
     if client is not None:
-        out["category"] = client.category
-        out["category_label"] = client.category_label
-        out["category_color"] = client.category_color
+        category = (client.category, client.category_label, client.category_color)
     else:
         assert external is not None  # neither: None was returned above
-        out["category"] = out["category_label"] = external.category
-        out["category_color"] = None
+        category = (external.category, external.category, None)
     crm_photo = _safe_url(external.photo_url if external is not None else None)
     if client is not None and (client.photo or crm_photo is None):
-        out["photo_url"] = f"/api/clients/{client.id}/photo"
+        photo = photo_url(client.id)
     else:
-        out["photo_url"] = crm_photo
+        photo = crm_photo
     if client is not None and client.open_orders:
-        out["orders"] = [{k: getattr(o, k) for k in _ORDER_FIELDS} for o in client.open_orders]
+        orders = tuple(
+            CardOrder(number=o.number, stage=o.stage, responsible=o.responsible, debt=o.debt)
+            for o in client.open_orders
+        )
     else:
-        out["orders"] = [
+        orders = tuple(
             _crm_order(order)
             for order in (external.orders if external is not None else ())
             if order.get("open") is not False
-        ]
-    return out
+        )
+    return CardClient(
+        id=client.id if client else None,
+        name=text("name"),
+        company=text("company"),
+        notes=text("notes"),
+        city=text("city"),
+        country=text("country"),
+        category=category[0],
+        category_label=category[1],
+        category_color=category[2],
+        photo_url=photo,
+        orders=orders,
+    )
 
 
-def _crm_order(order: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: order.get(k) for k in _ORDER_FIELDS}
-    debt = out["debt"]
+def _crm_order(order: Mapping[str, Any]) -> CardOrder:
+    debt = order.get("debt")
     if debt is not None and not math.isfinite(debt):  # "nan" parses as a float: not JSON
-        out["debt"] = None
-    return out
+        debt = None
+    return CardOrder(
+        number=order.get("number"),
+        stage=order.get("stage"),
+        responsible=order.get("responsible"),
+        debt=debt,
+    )
 
 
 def _safe_url(url: str | None) -> str | None:

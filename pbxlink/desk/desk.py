@@ -7,7 +7,7 @@ transferred, ended, missed, client_updated, too_long), and what a page opened mi
 shown (the welcome). Nothing here reads a socket, a database or a clock: every input carries
 what it needs, `handle` returns the commands for the adapters (daemon.py runs them).
 
-    desk = Desk(company="ACME", operators=ops, too_long=thresholds)
+    desk = Desk(company="ACME", operators=ops, too_long=thresholds, photo_url=urls.client_photo)
     for command in desk.handle(update_or_event):
         ...  # Lookup, Refresh, Send, Close, Snapshot, Record, LinkClient, Alert
 
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pbxlink.calls.record import CallRecord
+from pbxlink.calls.record import CallRecord, iso_utc
 from pbxlink.calls.toolong import TooLongRule, TooLongWatch
 from pbxlink.calls.updates import (
     Answered,
@@ -36,7 +36,15 @@ from pbxlink.calls.updates import (
     Transferred,
 )
 from pbxlink.desk import messages
-from pbxlink.desk.card import CallCard, Person, card_dict, client_number, no_lookup, operator_names
+from pbxlink.desk.card import (
+    CallCard,
+    Person,
+    PhotoUrl,
+    build_card,
+    client_number,
+    no_lookup,
+    operator_names,
+)
 from pbxlink.desk.events import (
     Alert,
     CardCompleted,
@@ -94,10 +102,19 @@ class _Session:
 
 
 class Desk:
+    """`photo_url`: where a client's photo is served (`pbxlink.web.urls.client_photo`); the
+    desk is handed it because URLs are web/'s to build and the desk imports no other part."""
+
     def __init__(
-        self, *, company: str, operators: Iterable[Person], too_long: TooLongRule
+        self,
+        *,
+        company: str,
+        operators: Iterable[Person],
+        too_long: TooLongRule,
+        photo_url: PhotoUrl,
     ) -> None:
         self.company = company
+        self._photo_url = photo_url
         self._operators = tuple(operators)
         self._names = operator_names(self._operators)
         self._too_long = TooLongWatch(too_long)
@@ -150,7 +167,9 @@ class Desk:
         live.shown.add(ext)
         self._send(
             self._audience((ext,)),
-            lambda: messages.ringing(call.call_id, ext, u.at, self._card(live, ext)),
+            lambda: messages.Ringing(
+                call_id=call.call_id, extension=ext, at=iso_utc(u.at), card=self._card(live, ext)
+            ),
         )
 
     def _ring_ended(self, live: _Live, u: RingEnded) -> None:
@@ -170,7 +189,12 @@ class Desk:
             live.shown.add(who)
         self._send(
             self._audience(live.shown),
-            lambda: messages.answered(call.call_id, u.extension, u.at, self._card(live, who)),
+            lambda: messages.Answered(
+                call_id=call.call_id,
+                extension=u.extension,
+                at=iso_utc(u.at),
+                card=self._card(live, who),
+            ),
         )
 
     def _transferred(self, live: _Live, u: Transferred) -> None:
@@ -179,8 +203,12 @@ class Desk:
         live.shown.add(u.extension)
         self._send(
             self._audience(live.shown),
-            lambda: messages.transferred(
-                call.call_id, u.extension, u.kind, u.at, self._card(live, u.extension)
+            lambda: messages.Transferred(
+                call_id=call.call_id,
+                extension=u.extension,
+                kind=u.kind,
+                at=iso_utc(u.at),
+                card=self._card(live, u.extension),
             ),
         )
 
@@ -196,8 +224,12 @@ class Desk:
         self._out.append(Alert(u))
         self._send(
             set(self._wallboards),
-            lambda: messages.too_long(
-                call.call_id, u.at, u.talk_s, u.threshold_s, self._card(live, live.holder)
+            lambda: messages.TooLong(
+                call_id=call.call_id,
+                talk_s=u.talk_s,
+                threshold_s=u.threshold_s,
+                at=iso_utc(u.at),
+                card=self._card(live, live.holder),
             ),
         )
 
@@ -213,14 +245,26 @@ class Desk:
             self._remember_looking(call.call_id)
         live.call = call
         if live.announced:
-            self._send(self._audience(live.shown), lambda: messages.ended(call, u.at))
+            self._send(
+                self._audience(live.shown),
+                lambda: messages.Ended(
+                    call_id=call.call_id,
+                    status=call.status,
+                    at=iso_utc(u.at),
+                    wait_s=call.wait_s,
+                    talk_s=call.talk_s,
+                ),
+            )
         if call.status == "answered":
             return
         for ext in sorted(live.missed):
             self._send(
                 self._audience((ext,), wallboards=False),
-                lambda ext=ext: messages.missed(
-                    call.call_id, ext, u.at, self._card(live, ext, final=True)
+                lambda ext=ext: messages.Missed(
+                    call_id=call.call_id,
+                    extension=ext,
+                    at=iso_utc(u.at),
+                    card=self._card(live, ext, final=True),
                 ),
             )
 
@@ -271,16 +315,17 @@ class Desk:
         call_id = live.call.call_id
         self._send(
             self._audience(live.shown),
-            lambda: messages.client_updated(call_id, self._card(live, ext)),
+            lambda: messages.ClientUpdated(call_id=call_id, card=self._card(live, ext)),
         )
 
-    def _card(self, live: _Live, extension: str | None, *, final: bool = False) -> dict[str, Any]:
-        return card_dict(
+    def _card(self, live: _Live, extension: str | None, *, final: bool = False) -> messages.Card:
+        return build_card(
             live.call,
             live.card,
             company=self.company,
             names=self._names,
             extension=extension,
+            photo_url=self._photo_url,
             final=final,
         )
 
@@ -304,7 +349,14 @@ class Desk:
     def _opened(self, e: SessionOpened) -> None:
         """The welcome goes first: the page sees the calls in progress, then changes."""
         session = self._index(e.session, e.operator)
-        welcome = messages.welcome(e.operator, self.company, self._calls_for(session))
+        op = e.operator
+        welcome = messages.Welcome(
+            operator=messages.WelcomeOperator(
+                name=op.name, extensions=tuple(op.extensions), role=op.role
+            ),
+            company=self.company,
+            calls=self._calls_for(session),
+        )
         self._out.append(Send(frozenset((e.session,)), welcome))
 
     def _closed(self, e: SessionClosed) -> None:
@@ -330,23 +382,27 @@ class Desk:
                 if not owners:
                     del self._by_ext[ext]
 
-    def _calls_for(self, session: _Session) -> list[dict[str, Any]]:
+    def _calls_for(self, session: _Session) -> tuple[messages.Ringing | messages.Answered, ...]:
         """The welcome's calls: what this person's page should be showing right now."""
         mine = set(session.operator.extensions)
-        out: list[dict[str, Any]] = []
+        out: list[messages.Ringing | messages.Answered] = []
         for live in self._calls.values():
             cid = live.call.call_id
             # answered, unless its holder's phone still rings (a blind transfer's target)
             if live.answered_at is not None and live.holder not in live.ringing:
                 if session.wallboard or live.holder in mine:
                     card = self._card(live, live.holder)
-                    out.append(messages.answered(cid, live.holder, live.answered_at, card))
+                    at = iso_utc(live.answered_at)
+                    out.append(
+                        messages.Answered(call_id=cid, extension=live.holder, at=at, card=card)
+                    )
                 continue
             ringing = [e for e in live.ringing if session.wallboard or e in mine]
             if ringing:
                 ext = ringing[-1]
-                out.append(messages.ringing(cid, ext, live.ringing[ext], self._card(live, ext)))
-        return out
+                at, card = iso_utc(live.ringing[ext]), self._card(live, ext)
+                out.append(messages.Ringing(call_id=cid, extension=ext, at=at, card=card))
+        return tuple(out)
 
     def _audience(self, extensions: Iterable[str], *, wallboards: bool = True) -> set[int]:
         out = set(self._wallboards) if wallboards else set()
@@ -354,7 +410,7 @@ class Desk:
             out.update(self._by_ext.get(ext, ()))
         return out
 
-    def _send(self, sessions: set[int], build: Callable[[], dict[str, Any]]) -> None:
+    def _send(self, sessions: set[int], build: Callable[[], messages.ServerMessage]) -> None:
         """Build the message only if someone gets it; the adapter encodes it once for all."""
         if sessions:
             self._out.append(Send(frozenset(sessions), build()))

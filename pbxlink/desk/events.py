@@ -24,13 +24,11 @@ Commands (for the adapters to carry out, in order):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pbxlink.calls.record import CallRecord
 from pbxlink.calls.updates import TooLong
 from pbxlink.desk.card import CallCard, ClientLike, CrmFields, Person
-
-Message = dict[str, Any]
+from pbxlink.desk.messages import ServerMessage
 
 # -- inputs -----------------------------------------------------------------------------------
 
@@ -96,7 +94,7 @@ class Refresh:
 @dataclass(slots=True, frozen=True)
 class Send:
     sessions: frozenset[int]
-    message: Message
+    message: ServerMessage
 
 
 @dataclass(slots=True, frozen=True)
