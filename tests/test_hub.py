@@ -42,6 +42,7 @@ from pbxlink.clients.sources import CardFields
 from pbxlink.config import Config, parse
 from pbxlink.desk import CardCompleted, Tick
 from pbxlink.desk.card import CallCard, build_card, operator_names
+from pbxlink.hub import schemagen
 from pbxlink.hub.settings import HubConfig
 from pbxlink.operators import Operator, hash_token
 from pbxlink.web import Metrics, make_app
@@ -81,6 +82,18 @@ SCHEMAS = _schemas()
 REGISTRY = Registry().with_resources(
     (s["$id"], Resource.from_contents(s)) for s in SCHEMAS.values()
 )
+
+
+def test_the_schemas_are_generated_from_the_messages_structs() -> None:
+    """pbxlink/hub/schemas/ is what `python -m pbxlink.hub.schemagen` makes of the Structs the
+    desk builds and the hub decodes: a message changed without its schema fails here."""
+    folder = resources.files("pbxlink.hub") / "schemas"
+    generated = schemagen.schemas()
+    again = "run python -m pbxlink.hub.schemagen"
+    assert set(SCHEMAS) == set(generated), again
+    for name, schema in generated.items():
+        committed = (folder / f"{name}.json").read_text(encoding="utf-8")
+        assert committed == schemagen.text(schema), f"{name}.json: {again}"
 
 
 def validator(name: str) -> Draft202012Validator:
