@@ -121,6 +121,8 @@ def replay(
                     stats.stamped += 1
             yield from driver.frame(frame, at)
     stats.messages += parser.skipped_events
+    for anomaly, count in sorted(parser.anomalies.items()):  # the framing counts, we tell
+        log.warning(f"ami.{anomaly}", count=count)
     if flush:
         yield from tracker.tick(latest + tracker.config.call_timeout_s + 1)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import structlog
 
 from pbxlink.ami.framing import AmiParser, Banner, Message
+from pbxlink.ami.link import AmiLink
+from pbxlink.ami.protocol import FramedAMIProtocol
 
 EVENT = (
     b"Event: Newchannel\r\nChannel: PJSIP/trunk-00000001\r\n"
@@ -69,35 +73,69 @@ def test_response_follows_body_with_blank_lines() -> None:
         assert out[1]["Event"] == "Hangup"
 
 
-def test_invalid_utf8_is_replaced_and_logged_once() -> None:
+def test_invalid_utf8_is_replaced_and_counted_not_logged() -> None:
     bad = b"Event: Newchannel\r\nCallerIDName: Caf\xe9\r\n\r\n"
+    parser = AmiParser()
     with structlog.testing.capture_logs() as logs:
-        out = AmiParser().feed(bad + bad)
+        out = parser.feed(bad + bad)
     assert [m["CallerIDName"] for m in out] == ["Caf\ufffd", "Caf\ufffd"]
-    assert [e["event"] for e in logs] == ["ami.invalid_utf8"]
+    assert parser.anomalies == {"invalid_utf8": 2}
+    assert logs == []  # the framing is pure: the adapter logs (test_the_link_logs_...)
 
 
 def test_absurdly_long_line_is_skipped_with_the_rest_kept() -> None:
     data = b"Event: X\r\nJunk: " + b"x" * 5000 + b"\r\nUniqueid: 1.1\r\n\r\n" + EVENT
-    with structlog.testing.capture_logs() as logs:
-        out = feed_all(AmiParser(max_line=1000), data, 512)
+    parser = AmiParser(max_line=1000)
+    out = feed_all(parser, data, 512)
     assert out[0] == {"Event": "X", "Uniqueid": "1.1"}
     assert out[1]["Event"] == "Newchannel"
-    assert "ami.line_too_long" in [e["event"] for e in logs]
+    assert parser.anomalies == {"line_too_long": 1}
 
 
 def test_message_that_never_ends_is_bounded_and_dropped() -> None:
     parser = AmiParser(max_message=10_000)
     out: list = []
-    with structlog.testing.capture_logs() as logs:
-        out += parser.feed(b"Event: Flood\r\nData: ")
-        for _ in range(100):
-            out += parser.feed(b"y" * 1000)
-            assert len(parser._buf) <= 11_000
-        out += parser.feed(b"\r\n\r\n" + EVENT)
+    out += parser.feed(b"Event: Flood\r\nData: ")
+    for _ in range(100):
+        out += parser.feed(b"y" * 1000)
+        assert len(parser._buf) <= 11_000
+    out += parser.feed(b"\r\n\r\n" + EVENT)
     assert [m["Event"] for m in out] == ["Newchannel"]
-    assert parser.oversized == 1
-    assert "ami.message_too_long" in [e["event"] for e in logs]
+    assert parser.anomalies == {"message_too_long": 1}
+
+
+class _Transport:
+    def write(self, data: bytes) -> None:
+        pass
+
+
+def test_the_link_logs_what_the_framing_counted() -> None:
+    """The adapter's side: FramedAMIProtocol hands each read's new anomalies to the link,
+    which logs them (invalid UTF-8 once a session, the others each time they happen)."""
+    where = SimpleNamespace(tls=False, host="pbx", port=5038, username="pbxlink")
+    link = AmiLink(
+        where,  # type: ignore[arg-type]
+        subscription={},
+        on_event=lambda msg, at: None,
+        on_up=lambda at: None,
+        on_down=lambda at: None,
+    )
+    factory = SimpleNamespace(
+        pbxlink_sink=lambda msg: None,
+        pbxlink_anomalies=link._anomalies,
+        patterns=[("Newchannel", None), ("X", None)],
+    )
+    protocol = FramedAMIProtocol()
+    protocol.connection_made(_Transport())  # type: ignore[arg-type]
+    protocol.factory = factory
+    bad = b"Event: Newchannel\r\nCallerIDName: Caf\xe9\r\n\r\n"
+    long_line = b"Event: X\r\nJunk: " + b"x" * 70_000 + b"\r\n\r\n"
+    with structlog.testing.capture_logs() as logs:
+        protocol.data_received(bad + bad)
+        protocol.data_received(bad + long_line)
+        protocol.data_received(EVENT)
+    told = [(e["event"], e["count"], e["session_total"]) for e in logs]
+    assert told == [("ami.invalid_utf8", 2, 2), ("ami.line_too_long", 1, 1)]
 
 
 def test_subscription_skips_unwanted_and_delivers_wanted_whole() -> None:

@@ -9,16 +9,17 @@ whole blocks so a caller name split across two reads is decoded only once it is 
 Speed comes from not parsing what nobody asked for: with a subscription, an event whose name
 (or, for chatty events such as `VarSet`, whose raw bytes) does not match is dropped before it
 is decoded. Everything that is delivered is delivered whole.
+
+The parser does no I/O and does not log: what it had to repair or drop (invalid UTF-8, a line
+or a message over its limit) it counts in `AmiParser.anomalies`, and the adapter that owns it
+(the AMI link, `pbxlink replay`) says so in its log.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-import structlog
-
-log = structlog.get_logger("pbxlink.ami")
 
 BANNER_PREFIX = b"Asterisk Call Manager/"
 FOLLOWS_PREFIX = b"Response: Follows"
@@ -64,6 +65,11 @@ Frame = Message | Banner
 #: event name -> None (every such event) or byte strings of which one must occur in it
 Subscription = Mapping[str, Iterable[bytes] | None]
 
+#: what `AmiParser.anomalies` counts: a message with bytes that are not UTF-8 (decoded with
+#: U+FFFD in their place), a line over `max_line` (skipped, the rest of its message kept), a
+#: message over `max_message` (dropped up to its end)
+ANOMALIES = ("invalid_utf8", "line_too_long", "message_too_long")
+
 
 class AmiParser:
     """Incremental AMI parser. Feed it bytes, get `Message` and `Banner` objects back."""
@@ -88,15 +94,17 @@ class AmiParser:
         self._skipping = False
         self._pending_newline = False
         self._follows: list[bytes] | None = None
-        self._warned_utf8 = False
         self.skipped_events = 0
-        self.oversized = 0
+        #: how often each of `ANOMALIES` happened, for the adapter to log (and clear, if it
+        #: logs as it goes)
+        self.anomalies: Counter[str] = Counter()
 
     def take_over(self, other: AmiParser) -> None:
         """Continue another parser's stream (same bytes pending), e.g. with a new subscription."""
         self._buf, self._carry_cr = other._buf, other._carry_cr
         self._skipping, self._pending_newline = other._skipping, other._pending_newline
-        self._follows, self._warned_utf8 = other._follows, other._warned_utf8
+        self._follows = other._follows
+        self.anomalies += other.anomalies
 
     def feed(self, data: bytes) -> list[Frame]:
         """Take the next read from the socket; return every message it completes."""
@@ -178,14 +186,12 @@ class AmiParser:
             text = block.decode("utf-8")
         except UnicodeDecodeError:
             text = block.decode("utf-8", "replace")
-            if not self._warned_utf8:
-                self._warned_utf8 = True
-                log.warning("ami.invalid_utf8", sample=block[:80])
+            self.anomalies["invalid_utf8"] += 1
         msg = Message()
         body: list[str] | None = None
         for line in text.split("\n"):
             if len(line) > self._max_line:
-                log.warning("ami.line_too_long", length=len(line), start=line[:40])
+                self.anomalies["line_too_long"] += 1
                 continue
             key, sep, value = line.partition(": ")
             if not sep:
@@ -208,8 +214,7 @@ class AmiParser:
 
     def _drop_oversized(self) -> None:
         """A message that never ends would grow the buffer forever: drop it, up to its end."""
-        self.oversized += 1
-        log.warning("ami.message_too_long", buffered=len(self._buf), limit=self._max_message)
+        self.anomalies["message_too_long"] += 1
         self._pending_newline = self._buf.endswith(b"\n")
         self._buf = b""
         self._follows = None

@@ -17,6 +17,9 @@ panoramisk connects, logs in and dispatches; everything else a daemon needs is h
 - after every login, `FullyBooted` goes to `on_up(at, uptime)` and a `CoreShowChannels` list
   is requested; its items arrive through `on_event` in stream order, so the tracker can
   resynchronise;
+- what the framing counted as malformed (invalid UTF-8, a line or a message over its limit)
+  is logged here (`ami.invalid_utf8`, once a session; `ami.line_too_long`,
+  `ami.message_too_long`): the framing itself never logs;
 - the reader never waits: `on_event` is called synchronously from `data_received` and must
   only do CPU work and hand off (Asterisk drops readers that stall).
 """
@@ -30,6 +33,7 @@ import itertools
 import random
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -108,6 +112,8 @@ class AmiLink:
         self._lost: asyncio.Future[None] | None = None
         self._lost_why = ""  # what ended the session's connection, once it ended
         self._closing = False  # pbxlink is closing the connection itself
+        #: what the framing repaired or dropped this session, as logged (`_anomalies`)
+        self._session_anomalies: Counter[str] = Counter()
         self._manager: _Manager | None = None
         self._ids = itertools.count(1)
 
@@ -153,6 +159,7 @@ class AmiLink:
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         self._lost_why, self._closing = "", False
+        self._session_anomalies = Counter()
         manager = _Manager(
             self._connection_lost,
             host=cfg.host,
@@ -167,6 +174,7 @@ class AmiLink:
         )
         manager.pbxlink_subscription = self._subscription
         manager.pbxlink_sink = self._sink
+        manager.pbxlink_anomalies = self._anomalies
         self._manager = manager
         # asyncio.timeout, never wait_for: Python 3.11's wait_for loses a cancel that comes
         # as the awaited thing finishes, and a SIGTERM right after start-up then hung the
@@ -254,6 +262,15 @@ class AmiLink:
                 previously_booted_at=iso_utc(before),
                 uptime_s=round(uptime),
             )
+
+    def _anomalies(self, new: Counter[str]) -> None:
+        """What the framing repaired or dropped in the last read (`AmiParser.anomalies`)."""
+        told = self._session_anomalies
+        for kind, count in sorted(new.items()):
+            told[kind] += count
+            if kind == "invalid_utf8" and told[kind] > count:
+                continue  # once a session: a PBX in the wrong charset sends nothing else
+            log.warning(f"ami.{kind}", where=self.where, count=count, session_total=told[kind])
 
     def _connection_lost(self, exc: Exception | None) -> None:
         if self._lost is not None and not self._lost.done():

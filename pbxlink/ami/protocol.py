@@ -5,12 +5,15 @@ bytes straddle two reads loses characters, and it only splits on `\\r\\n\\r\\n`.
 keeps panoramisk's actions, futures and callbacks, and replaces only the byte handling with
 `AmiParser`. Events are parsed only if a registered pattern (or an explicit
 `manager.pbxlink_subscription`) can want them. A manager that sets `pbxlink_sink` gets pbxlink
-`Message` objects for events directly, without panoramisk's slower Message conversion.
+`Message` objects for events directly, without panoramisk's slower Message conversion, and
+one that sets `pbxlink_anomalies` is told what the parser counted as malformed since the last
+read (the parser does not log; the link does).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 from panoramisk.ami_protocol import AMIProtocol
@@ -63,7 +66,11 @@ class FramedAMIProtocol(AMIProtocol):
 
     def data_received(self, data: bytes) -> None:  # type: ignore[override]
         sink = getattr(self.factory, "pbxlink_sink", None)
-        for frame in self._parser().feed(data):
+        parser = self._parser()
+        frames = parser.feed(data)
+        if parser.anomalies:
+            self._tell_anomalies(parser.anomalies)
+        for frame in frames:
             if isinstance(frame, Banner):
                 self.version = frame.version
                 continue
@@ -73,3 +80,11 @@ class FramedAMIProtocol(AMIProtocol):
                     sink(frame)  # events, and list items of actions panoramisk is not awaiting
                     continue
             self.handle_message(to_panoramisk(frame))
+
+    def _tell_anomalies(self, counted: Counter[str]) -> None:
+        """Hand what the parser counted in this read to the manager's reporter, and start
+        counting afresh (the parser's counter is a tally, not a history)."""
+        report = getattr(self.factory, "pbxlink_anomalies", None)
+        if report is not None:
+            report(Counter(counted))
+        counted.clear()
