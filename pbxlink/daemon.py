@@ -248,11 +248,11 @@ class Daemon:
         self._dispatch(self.tracker.tick(now))
         self.desk_adapter.tell(Tick(now))
 
-    def _on_up(self, at: float, uptime: float) -> None:
+    def _on_up(self, at: float) -> None:
+        """Logged in: counted here; the FullyBooted that told it goes to the tracker next."""
         if self._logins:
             self.metrics.reconnected()
         self._logins += 1
-        self._dispatch(self.tracker.link_up(at, uptime))
 
     def _on_event(self, msg: Message, at: float) -> None:
         """On the AMI read path: CPU work only, hand-offs never wait."""

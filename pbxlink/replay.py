@@ -5,13 +5,14 @@ the `Timestamp` header (`timestampevents = yes`); a message without one (action 
 CoreShowChannel list items) takes the time of the last event before it, and one before any
 event had a Timestamp the first Timestamp of the stream (`first_timestamp`). A capture with
 no Timestamp at all has no times to tell: `pbxlink replay` then says so, and what it used.
-A banner line after the first means the recorder reconnected: the tracker hears `link_down`,
-then `link_up` at the next `FullyBooted`, and the CoreShowChannel list that follows
-resynchronises it.
+A banner line after the first means the recorder reconnected: the tracker hears `link_down`;
+the next `FullyBooted` (an event like any other, fed as the live link feeds it) and the
+CoreShowChannel list that follows resynchronise it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -62,8 +63,8 @@ def read_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
 class StreamDriver:
     """Turns a recorded session stream into tracker inputs.
 
-    A banner after the first means the link was lost and made again; `FullyBooted` carries
-    Asterisk's uptime; every other message is an event for the tracker.
+    A banner after the first means the link was lost and made again; every message is an
+    event for the tracker, `FullyBooted` included (the tracker decides what a boot means).
     """
 
     def __init__(self, tracker: CallTracker) -> None:
@@ -78,12 +79,6 @@ class StreamDriver:
                 return self.tracker.link_down(self.last_at)
             return []
         self.last_at = at
-        if frame.get("Event") == "FullyBooted":
-            try:
-                uptime = float(frame.get("Uptime", ""))
-            except ValueError:
-                return []
-            return self.tracker.link_up(at, uptime)
         return self.tracker.feed(frame, at)
 
 
@@ -102,11 +97,10 @@ def replay(
     first Timestamp, or for a capture with none the file's time); `stats` counts what was read.
     The default parser reads only what the tracker subscribes to."""
     if parser is None:
-        parser = AmiParser({**tracker.subscription(), "FullyBooted": None})
+        parser = AmiParser(tracker.subscription())
     stats = stats if stats is not None else ReplayStats()
     driver = StreamDriver(tracker)
     at = start_at
-    latest = start_at  # the flush must reach every call, even if time went backwards at the end
     for chunk in chunks:
         for frame in parser.feed(chunk):
             stamp = frame.get("Timestamp") if isinstance(frame, Message) else None
@@ -117,14 +111,13 @@ def replay(
                     log.warning("replay.bad_timestamp", value=stamp[:40])
                 else:
                     at = value
-                    latest = max(latest, value)
                     stats.stamped += 1
             yield from driver.frame(frame, at)
     stats.messages += parser.skipped_events
     for anomaly, count in sorted(parser.anomalies.items()):  # the framing counts, we tell
         log.warning(f"ami.{anomaly}", count=count)
     if flush:
-        yield from tracker.tick(latest + tracker.config.call_timeout_s + 1)
+        yield from tracker.tick(math.inf)  # every call still open ends, at its last event
 
 
 def _timestamp(text: str) -> float | None:

@@ -109,7 +109,7 @@ async def play(
 def _open_calls(daemon: Daemon) -> list:
     return [
         (c.call_id, c.phase, [ch.name for ch in c.channels.values()])
-        for c in daemon.tracker.calls.values()
+        for c in daemon.tracker._engine.calls.values()  # what is open, when a check fails
     ]
 
 
@@ -373,7 +373,7 @@ async def test_call_that_ended_during_the_gap_ends_once_as_partial(tmp_path: Pat
         async def body(d: Daemon) -> None:
             (seq,) = sim.play_once(["07_ivr_sales_noanswer_voicemail"])
             await until(
-                lambda: any(c.rung for c in d.tracker.calls.values()), what="the call ringing"
+                lambda: any(c.rung for c in d.tracker._engine.calls.values()), what="a ring"
             )
             sim.set_silent(True, events=True)  # the link goes quiet: the events are lost
             (done,) = await sim.wait_played([seq])

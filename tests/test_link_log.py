@@ -142,7 +142,7 @@ async def test_a_stop_at_any_moment_of_connecting_ends_the_link(tmp_path: Path) 
                 settings,
                 subscription={},
                 on_event=lambda msg, at: None,
-                on_up=lambda at, uptime: ups.append(at),
+                on_up=ups.append,
                 on_down=lambda at: None,
             )
             task = asyncio.create_task(link.run())

@@ -362,12 +362,12 @@ async def test_core_show_channels_lists_the_live_channels() -> None:
         def snapshot(frame: Frame) -> None:  # the tracker's view when the list starts
             if isinstance(frame, Message) and frame.get("EventList") == "start":
                 seen.update(
-                    {u: (c.name, c.linkedid, c.bridge) for u, c in tracker.channels.items()}
+                    {u: (c.name, c.linkedid, c.bridge) for u, c in tracker._engine.channels.items()}
                 )
 
         client.on_frame = snapshot
         (seq,) = sim.play_once(["08_ivr_support_queue_103_answers"])
-        await client.until(lambda: any(len(m) == 2 for m in tracker.bridges.values()))
+        await client.until(lambda: any(len(m) == 2 for m in tracker._engine.bridges.values()))
         items = await client.core_show_channels()
         (played,) = await sim.wait_played([seq])
         await client.close()

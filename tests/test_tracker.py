@@ -6,6 +6,7 @@ traces themselves are checked in test_traces.py.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pbxlink.calls import (
     CallTracker,
     RingEnded,
     Ringing,
+    TrackerConfig,
     Transferred,
 )
 from pbxlink.calls.updates import CallUpdate
@@ -130,30 +132,30 @@ def test_ringing_answer_and_end_updates_in_order() -> None:
     )
     (rec,) = p.ended()
     assert (rec.status, rec.answered_by, rec.wait_s, rec.talk_s) == ("answered", "101", 3.0, 6.0)
-    assert p.t.calls == {} and p.t.channels == {} and p.t.bridges == {}
+    assert p.t.active_calls == 0
 
 
 def test_asterisk_restart_ends_running_calls_as_partial() -> None:
     p = Pbx()
-    p.t.link_up(T0 - 1, uptime=100)
+    p.send(-1, "FullyBooted", Uptime="100")
     caller, phone = inbound_ringing(p)
     p.dial_end(2, caller, phone, "ANSWER")
     p.out += p.t.link_down(T0 + 5)
-    p.out += p.t.link_up(T0 + 30, uptime=3)  # booted again 27 s ago: a restart
+    p.send(30, "FullyBooted", Uptime="3")  # booted again 27 s ago: a restart
     (rec,) = p.ended()
     assert rec.partial and rec.ended_at == T0 + 5 and rec.status == "answered"
-    assert p.t.calls == {}
+    assert p.t.active_calls == 0
     p.hangup(31, caller, phone)  # late events of the dead call revive nothing
-    assert len(p.ended()) == 1 and p.t.calls == {}
+    assert len(p.ended()) == 1 and p.t.active_calls == 0
 
 
 def test_network_blip_keeps_surviving_calls_and_ends_vanished_ones() -> None:
     p = Pbx()
-    p.t.link_up(T0 - 1, uptime=100)
+    p.send(-1, "FullyBooted", Uptime="100")
     a_caller, a_phone = inbound_ringing(p, 0, "101")
     b_caller, _ = inbound_ringing(p, 1, "102")
     p.out += p.t.link_down(T0 + 2)
-    p.out += p.t.link_up(T0 + 10, uptime=111)  # same boot: a blip
+    p.send(10, "FullyBooted", Uptime="111")  # same boot: a blip
     # Only call A is still there, answered during the gap; B hung up while we were away.
     for uid, name in ((a_phone, "PJSIP/101-00000002"), (a_caller, "PJSIP/trunk-00000001")):
         p.send(
@@ -171,7 +173,7 @@ def test_network_blip_keeps_surviving_calls_and_ends_vanished_ones() -> None:
     assert (gone.call_id == b_caller and gone.partial and gone.status == "abandoned") or (
         gone.call_id == b_caller and gone.partial
     )
-    assert set(p.t.calls) == {a_caller}
+    assert p.t.active_calls == 1  # A, which ends below
     answered = p.of(Answered)[-1]
     assert answered.extension == "101" and T0 + 2 <= answered.call.answered_at <= T0 + 10
     p.hangup(20, a_caller, a_phone)
@@ -184,7 +186,7 @@ def test_network_blip_keeps_surviving_calls_and_ends_vanished_ones() -> None:
 
 def test_calls_found_at_startup_are_partial_with_their_age() -> None:
     p = Pbx()
-    p.t.link_up(T0, uptime=5000)
+    p.send(0, "FullyBooted", Uptime="5000")
     p.send(
         0,
         "CoreShowChannel",
@@ -221,8 +223,7 @@ def test_calls_found_at_startup_are_partial_with_their_age() -> None:
 
 
 def test_silent_calls_expire_on_tick_as_partial() -> None:
-    p = Pbx()
-    p.t.config.call_timeout_s = 60
+    p = Pbx(CallTracker(TrackerConfig(pbx_timezone=dt.UTC, call_timeout_s=60)))
     inbound_ringing(p)
     assert p.t.tick(T0 + 59) == []
     updates = p.t.tick(T0 + 61)
@@ -231,7 +232,7 @@ def test_silent_calls_expire_on_tick_as_partial() -> None:
         ("CallEnded", None),
     ]
     assert updates[-1].call.partial
-    assert p.t.calls == {} and p.t.channels == {}
+    assert p.t.active_calls == 0
 
 
 def test_duplicated_events_after_the_end_do_not_make_a_second_record() -> None:
@@ -270,7 +271,7 @@ def test_conference_bridge_joins_no_calls() -> None:
     a = p.channel(0, "PJSIP/101-0000000a", exten="800")
     b = p.channel(0, "PJSIP/102-0000000b", exten="800")
     p.bridge(1, "conf", a, b, tech="softmix")
-    assert len(p.t.calls) == 2
+    assert p.t.active_calls == 2
     p.hangup(5, a, b)
     assert len(p.ended()) == 2
 
@@ -369,7 +370,7 @@ def test_restore_after_a_daemon_restart() -> None:
     seen = {u.call.call_id: (u.call, u.at) for u in before.out}  # latest snapshot per call
     after = Pbx()  # a new daemon: only the kept call is still on the PBX
     after.t.adopt(seen.values())
-    after.t.link_up(T0 + 60, uptime=1000)
+    after.send(60, "FullyBooted", Uptime="1000")
     for uid, name in ((kept_caller, "PJSIP/trunk-00000001"), (kept_phone, "PJSIP/102-00000002")):
         after.send(
             60,
@@ -394,7 +395,7 @@ def test_restore_after_a_daemon_restart() -> None:
     assert kept.caller_number == "0612345678" and kept.talk_s == 67.0
     after.t.adopt(seen.values())  # the same stored calls again: never a second record
     after.t.link_down(T0 + 71)
-    after.t.link_up(T0 + 72, uptime=1012)
+    after.send(72, "FullyBooted", Uptime="1012")
     assert after.send(72, "CoreShowChannelsComplete") == []
 
 

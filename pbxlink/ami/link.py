@@ -10,13 +10,14 @@ panoramisk connects, logs in and dispatches; everything else a daemon needs is h
   pbxlink itself (no Pong in time; an error while reading the stream). Only the first is
   logged as "closed by Asterisk";
 - an Asterisk restart is logged as such (`ami.asterisk_restarted`): FullyBooted's Uptime puts
-  the boot at another moment, by the tracker's own rule (`BOOT_TOLERANCE_S`), which ends the
-  calls in progress as partial;
+  the boot at another moment, by the tracker's own rule (`BOOT_TOLERANCE_S`). The link only
+  logs it: FullyBooted goes to `on_event` like any event, and the tracker decides what becomes
+  of the calls in progress (a restart ends them as partial);
 - a Ping every `ping_interval_s` must be answered within `ping_timeout_s`, else the peer is
   dead (a half-open socket) and the link is closed and made again;
-- after every login, `FullyBooted` goes to `on_up(at, uptime)` and a `CoreShowChannels` list
-  is requested; its items arrive through `on_event` in stream order, so the tracker can
-  resynchronise;
+- after every login, `FullyBooted` calls `on_up(at)`, goes to `on_event`, and a
+  `CoreShowChannels` list is requested; its items arrive through `on_event` in stream order,
+  so the tracker can resynchronise;
 - what the framing counted as malformed (invalid UTF-8, a line or a message over its limit)
   is logged here (`ami.invalid_utf8`, once a session; `ami.line_too_long`,
   `ami.message_too_long`): the framing itself never logs;
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import enum
 import itertools
+import math
 import random
 import ssl
 import time
@@ -91,7 +93,7 @@ class AmiLink:
         *,
         subscription: Subscription,
         on_event: Callable[[Message, float], None],
-        on_up: Callable[[float, float], None],
+        on_up: Callable[[float], None],
         on_down: Callable[[float], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -230,12 +232,9 @@ class AmiLink:
         self.last_event_at = at
         self.events += 1
         if msg.get("Event") == "FullyBooted":
-            try:
-                uptime = float(msg.get("Uptime", "0"))
-            except ValueError:
-                uptime = 0.0
-            self._booted(at, uptime)
-            self._on_up(at, uptime)
+            self._booted(at, msg.get("Uptime"))
+            self._on_up(at)
+            self._on_event(msg, at)  # the tracker's restart check, and the resync's start
             self._request_channels()
             return
         self._on_event(msg, at)
@@ -250,8 +249,15 @@ class AmiLink:
                 f"Action: CoreShowChannels\r\nActionID: {action_id}\r\n\r\n".encode()
             )
 
-    def _booted(self, at: float, uptime: float) -> None:
-        """The tracker's rule (`CallTracker.link_up`): a boot moment that moved is a restart."""
+    def _booted(self, at: float, header: str | None) -> None:
+        """For the log only, by the tracker's rule (`resync.booted`): a boot moment that moved
+        is a restart; without a usable Uptime nothing can be told."""
+        try:
+            uptime = float(header) if header is not None else math.nan
+        except ValueError:
+            uptime = math.nan
+        if not 0.0 <= uptime < math.inf:
+            return
         boot, before = at - uptime, self.booted_at
         self.booted_at = boot
         if before is not None and abs(boot - before) > BOOT_TOLERANCE_S:

@@ -1,10 +1,10 @@
 """One small handler per AMI event, in one dispatch table (as Wazo's CEL interpreters do).
 
 Each handler reads the fields it needs with `.get` (a garbled event lacks some) and changes
-the tracker's state through its helpers, which emit the updates. An event about a channel the
-tracker does not know (already hung up, or from before a gap) is ignored. An event is a
-`Mapping[str, str]` of its headers. The tracker imports this table; the handlers know the
-tracker's type only for checking, so neither module waits for the other to load.
+the tracker's state through the `Engine` it is handed (engine.py), whose helpers emit the
+updates. An event about a channel the tracker does not know (already hung up, or from before
+a gap) is ignored. An event is a `Mapping[str, str]` of its headers. The tracker imports this
+table; the handlers know the engine's type only for checking.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from pbxlink.calls import resync
 from pbxlink.calls.rules import ChannelRules, Kind, local_pair_key
 from pbxlink.calls.state import Channel, Leg, clean_cid
 from pbxlink.calls.updates import RingOutcome, Transferred
 
 if TYPE_CHECKING:
-    from pbxlink.calls.tracker import CallTracker
+    from pbxlink.calls.engine import Engine
 
-Handler = Callable[["CallTracker", Mapping[str, str], float], None]
+Handler = Callable[["Engine", Mapping[str, str], float], None]
 
 #: a DialEnd's DialStatus; anything else is a failure
 DIAL_OUTCOME: dict[str, RingOutcome] = {
@@ -35,11 +36,11 @@ DIAL_OUTCOME: dict[str, RingOutcome] = {
 NON_MIXING = ("softmix", "holding_bridge")
 
 
-def on_newchannel(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_newchannel(t: Engine, msg: Mapping[str, str], at: float) -> None:
     t.add_channel(msg, at, at)
 
 
-def on_newcallerid(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_newcallerid(t: Engine, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is None or channel is not channel.call.caller or channel.kind is not Kind.TRUNK:
         return  # a phone's caller ID is rewritten for outbound calls: keep the first one
@@ -52,7 +53,7 @@ def on_newcallerid(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
         t.changed(channel.call, at)
 
 
-def on_dial_begin(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_dial_begin(t: Engine, msg: Mapping[str, str], at: float) -> None:
     dest = t.channels.get(msg.get("DestUniqueid", ""))
     if dest is None:
         return
@@ -62,7 +63,7 @@ def on_dial_begin(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     t.begin_leg(dialer, dest, msg.get("DialString", ""), at, originate=originate)
 
 
-def on_dial_end(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_dial_end(t: Engine, msg: Mapping[str, str], at: float) -> None:
     dest = t.channels.get(msg.get("DestUniqueid", ""))
     if dest is None:
         return
@@ -77,11 +78,12 @@ def on_dial_end(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
         _hint_local_pair(t, dest, outcome)
     if outcome == "answered" and dest.kind is Kind.LOCAL:
         leg.outcome = "answered"  # the phone behind the Local pair answers on its own leg
+        t.settle(call)
         return
     t.end_leg(leg, outcome, at)
 
 
-def _hint_local_pair(t: CallTracker, half: Channel, outcome: RingOutcome) -> None:
+def _hint_local_pair(t: Engine, half: Channel, outcome: RingOutcome) -> None:
     """A Local ;1 leg that rang out: the phone its ;2 dials gets a CANCEL, but really rang out."""
     key = local_pair_key(half.name)
     for leg in half.call.legs.values():
@@ -90,7 +92,7 @@ def _hint_local_pair(t: CallTracker, half: Channel, outcome: RingOutcome) -> Non
             leg.hint = outcome
 
 
-def on_agent_ring_no_answer(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_agent_ring_no_answer(t: Engine, msg: Mapping[str, str], at: float) -> None:
     """The queue's member timeout expired (RingTime is in milliseconds): a real no-answer."""
     dest = t.channels.get(msg.get("DestUniqueid", ""))
     if dest is None:
@@ -102,7 +104,7 @@ def on_agent_ring_no_answer(t: CallTracker, msg: Mapping[str, str], at: float) -
         _hint_local_pair(t, dest, "no_answer")
 
 
-def on_hangup_request(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_hangup_request(t: Engine, msg: Mapping[str, str], at: float) -> None:
     """The far end of `Channel` hung up. For the caller, before an answer: who was waiting?"""
     channel = t.touch(msg, at)
     if channel is None:
@@ -116,7 +118,7 @@ def on_hangup_request(t: CallTracker, msg: Mapping[str, str], at: float) -> None
             t.changed(call, at)
 
 
-def on_hangup(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_hangup(t: Engine, msg: Mapping[str, str], at: float) -> None:
     channel = t.channels.get(msg.get("Uniqueid", ""))
     if channel is None:
         return
@@ -144,7 +146,7 @@ def _cause_outcome(cause: int | None) -> RingOutcome:
     return "failed"
 
 
-def on_bridge_enter(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_bridge_enter(t: Engine, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     bridge = msg.get("BridgeUniqueid")
     if channel is None or not bridge:
@@ -155,13 +157,13 @@ def on_bridge_enter(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
     t.answer_by_bridge(channel.call, at)
 
 
-def on_bridge_leave(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_bridge_leave(t: Engine, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is not None and channel.bridge == msg.get("BridgeUniqueid"):
         t.leave_bridge(channel)
 
 
-def on_varset(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_varset(t: Engine, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is None:
         return
@@ -175,7 +177,7 @@ def on_varset(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
         t.changed(call, at)
 
 
-def on_newexten(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_newexten(t: Engine, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is None:
         return
@@ -186,7 +188,7 @@ def on_newexten(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
         t.changed(call, at)
 
 
-def on_dtmf_end(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_dtmf_end(t: Engine, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is None or msg.get("Direction") != "Received":
         return
@@ -197,30 +199,32 @@ def on_dtmf_end(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
         t.changed(call, at)
 
 
-def on_queue_join(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_queue_join(t: Engine, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is not None:
         call = channel.call
         call.queue = call.queue or msg.get("Queue") or None
         call.in_queue = True
         call.offered(at)
+        t.settle(call)
         t.changed(call, at)
 
 
-def on_queue_leave(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_queue_leave(t: Engine, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is not None:
         channel.call.in_queue = False
+        t.settle(channel.call)
 
 
-def on_queue_abandon(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_queue_abandon(t: Engine, msg: Mapping[str, str], at: float) -> None:
     channel = t.touch(msg, at)
     if channel is not None and channel.call.answered_at is None:
         channel.call.caller_gave_up = True
         t.changed(channel.call, at)
 
 
-def on_blind_transfer(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_blind_transfer(t: Engine, msg: Mapping[str, str], at: float) -> None:
     if msg.get("Result") != "Success":
         return
     call = t.call_of(msg.get("TransfereeUniqueid")) or t.call_of(msg.get("TransfererUniqueid"))
@@ -229,10 +233,10 @@ def on_blind_transfer(t: CallTracker, msg: Mapping[str, str], at: float) -> None
         return
     call.last_at = at
     call.transferred_to.append(target)
-    t.emit(Transferred(at, call.record(at), target, "blind"))
+    t.tell(Transferred, call, at, target, "blind")
 
 
-def on_attended_transfer(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_attended_transfer(t: Engine, msg: Mapping[str, str], at: float) -> None:
     if msg.get("Result") != "Success":
         return
     first = t.call_of(msg.get("OrigTransfererUniqueid")) or t.call_of(msg.get("TransfereeUniqueid"))
@@ -248,10 +252,10 @@ def on_attended_transfer(t: CallTracker, msg: Mapping[str, str], at: float) -> N
     )
     if target:
         call.transferred_to.append(target)
-        t.emit(Transferred(at, call.record(at), target, "attended"))
+        t.tell(Transferred, call, at, target, "attended")
 
 
-def _phone_behind(t: CallTracker, uniqueid: str) -> str | None:
+def _phone_behind(t: Engine, uniqueid: str) -> str | None:
     """The extension a channel reaches: itself if a phone, else what its Local pair dials."""
     channel = t.channels.get(uniqueid)
     if channel is None:
@@ -267,7 +271,7 @@ def _phone_behind(t: CallTracker, uniqueid: str) -> str | None:
     return None
 
 
-def on_cdr(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_cdr(t: Engine, msg: Mapping[str, str], at: float) -> None:
     """An answer that happened while the link was down survives in a `Cdr` (sent as a channel
     of the call hangs up). Only a CDR whose destination is a phone and whose `AnswerTime` is
     later than its `StartTime` and than the dialing of that phone dates the phone's answer:
@@ -314,13 +318,13 @@ def _pbx_time(text: str, tz: dt.tzinfo) -> float | None:
         return None
 
 
-def on_core_show_channel(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
+def on_core_show_channel(t: Engine, msg: Mapping[str, str], at: float) -> None:
     """One live channel listed after a (re)login: what the gap hid from us. The list is
     complete only at CoreShowChannelsComplete, so legs and answers are worked out there."""
     uid = msg.get("Uniqueid", "")
     if not uid:
         return
-    t.resync_seen(uid)
+    resync.listed(t, uid)
     channel = t.channels.get(uid)
     if channel is None:
         age = _duration(msg.get("Duration", ""))
@@ -346,6 +350,7 @@ def on_core_show_channel(t: CallTracker, msg: Mapping[str, str], at: float) -> N
     if channel.app == "Queue" and not call.queue:  # it joined a queue in the gap: which one
         call.queue = channel.app_data.split(",", 1)[0] or None
         call.in_queue = True
+        t.settle(call)
     bridge = msg.get("BridgeId")
     if bridge:
         t.enter_bridge(channel, bridge, True, at)
@@ -361,8 +366,23 @@ def _duration(text: str) -> float:
     return float(h * 3600 + m * 60 + s)
 
 
-def on_core_show_complete(t: CallTracker, msg: Mapping[str, str], at: float) -> None:
-    t.resync_done(at)
+def on_core_show_complete(t: Engine, msg: Mapping[str, str], at: float) -> None:
+    resync.complete(t, at)
+
+
+def on_fully_booted(t: Engine, msg: Mapping[str, str], at: float) -> None:
+    """Logged in (again): Asterisk's `Uptime` dates its boot, which tells a restart from a
+    blip; without a usable one, no restart can be told (see `resync.booted`)."""
+    resync.booted(t, at, _seconds(msg.get("Uptime")))
+
+
+def _seconds(text: str | None) -> float | None:
+    """A non-negative, finite number of seconds, or None (missing, garbled, nan, inf)."""
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and 0.0 <= value < float("inf") else None
 
 
 def _int(text: str | None) -> int | None:
@@ -393,6 +413,7 @@ HANDLERS: dict[str, Handler] = {
     "Cdr": on_cdr,
     "CoreShowChannel": on_core_show_channel,
     "CoreShowChannelsComplete": on_core_show_complete,
+    "FullyBooted": on_fully_booted,
 }
 
 

@@ -12,9 +12,20 @@ from dataclasses import dataclass, field
 
 from pbxlink.calls.record import CallRecord, Direction, Estimated, Status
 from pbxlink.calls.rules import Kind
-from pbxlink.calls.updates import RingOutcome
+from pbxlink.calls.updates import Phase, RingOutcome
 
 UNKNOWN = "<unknown>"
+
+#: the phase changes a call can go through, h11-style: state as data. `Engine._move` is the
+#: one writer of `Call.phase` and refuses (and counts) any change not listed here. An
+#: unanswered call moves freely between its waiting phases; an answer and an end are final.
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    "dialplan": frozenset({"queued", "ringing", "answered", "ended"}),
+    "queued": frozenset({"dialplan", "ringing", "answered", "ended"}),
+    "ringing": frozenset({"dialplan", "queued", "answered", "ended"}),
+    "answered": frozenset({"ended"}),
+    "ended": frozenset(),
+}
 
 
 def clean_cid(value: str | None) -> str:
@@ -93,16 +104,13 @@ class Call:
     #: what a previous run of the daemon stored of this call: its direction and parties win
     #: over what the channels say after a restart (a resync never downgrades what was known)
     prior: CallRecord | None = None
+    #: stored, not derived: written only by `Engine._move`, through `TRANSITIONS`
+    phase: Phase = "dialplan"
 
     # -- derived ----------------------------------------------------------------------------
 
-    @property
-    def phase(self) -> str:
-        """Where the call is: dialplan -> queued/ringing -> answered -> ended (docs/tracker.md)."""
-        if self.ended_at is not None:
-            return "ended"
-        if self.answered_at is not None:
-            return "answered"
+    def waiting_phase(self) -> Phase:
+        """The phase of an unanswered call in progress: its legs and the queue say it."""
         if any(leg.ringing and leg.dest is not self.caller for leg in self.legs.values()):
             return "ringing"
         return "queued" if self.in_queue else "dialplan"

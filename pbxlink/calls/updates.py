@@ -7,7 +7,7 @@ AMI events. An extension's ring ends exactly once, with a reason that tells a mi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pbxlink.calls.record import CallRecord
@@ -16,11 +16,18 @@ RingOutcome = Literal[
     "answered", "answered_elsewhere", "no_answer", "busy", "cancelled", "failed", "unknown"
 ]
 
+#: where a call is (docs/tracker.md, "A call's phases"); `state.TRANSITIONS` says how it moves
+Phase = Literal["dialplan", "queued", "ringing", "answered", "ended"]
+
 
 @dataclass(slots=True, frozen=True)
 class CallUpdate:
     at: float
     call: CallRecord
+    #: the call's phase once this update happened; None for an update not made by the
+    #: tracker (tests, simulations). Consumers need not read it: the tests check the
+    #: tracker's state machine through it
+    phase: Phase | None = field(default=None, kw_only=True)
 
     @property
     def call_id(self) -> str:
