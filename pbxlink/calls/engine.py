@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pbxlink.calls.record import CallRecord
 from pbxlink.calls.rules import Kind, dialed_number
@@ -51,6 +51,7 @@ class Engine:
         self.by_linkedid: dict[str, Call] = {}
         self.bridges: dict[str, set[str]] = {}
         self.ended: OrderedDict[str, None] = OrderedDict()
+        #: the updates of the input being handled, each made with the call's phase after it
         self.out: list[CallUpdate] = []
         self.boot: float | None = None
         self.down_at: float | None = None
@@ -93,12 +94,15 @@ class Engine:
         """A leg, the queue or the answer changed: the call moves to the phase they imply
         (an unanswered call waits in the phase its legs say). Never to `ended`: that is
         `end_call`'s."""
-        if call.ended_at is None:
-            self._move(call, "answered" if call.answered_at is not None else call.waiting_phase())
-
-    def tell(self, kind: type[CallUpdate], call: Call, at: float, *args: Any) -> None:
-        """Emit an update of `kind` with the call's record and phase now."""
-        self.out.append(kind(at, call.record(at), *args, phase=call.phase))
+        if call.ended_at is not None:
+            return
+        if call.answered_at is not None:  # on the read path: legs ending after an answer
+            if call.phase != "answered":
+                self._move(call, "answered")
+            return
+        to = call.waiting_phase()
+        if to != call.phase:
+            self._move(call, to)
 
     def flush(self) -> list[CallUpdate]:
         out, self.out = self.out, []
@@ -166,7 +170,7 @@ class Engine:
             if call.legs:  # a leg to the new caller no longer rings for the call
                 self.settle(call)
         if started:
-            self.tell(CallStarted, call, at)
+            self.out.append(CallStarted(at, call.record(at), phase=call.phase))
         return channel
 
     def touch(self, msg: Mapping[str, str], at: float) -> Channel | None:
@@ -199,9 +203,10 @@ class Engine:
                 call.rung.append(dest.extension)
             leg.announced = True
             call.offered(at)
-        self.settle(call)
+        if dest is not call.caller and call.answered_at is None and call.phase != "ringing":
+            self._move(call, "ringing")  # a new leg rings: no need to look at the others
         if leg.announced:
-            self.tell(Ringing, call, at, dest.extension)
+            self.out.append(Ringing(at, call.record(at), dest.extension, phase=call.phase))
 
     def end_leg(self, leg: Leg, outcome: RingOutcome, at: float) -> None:
         if not leg.ringing:
@@ -220,10 +225,12 @@ class Engine:
             call.last_outcome = outcome
         self.settle(call)
         if leg.announced and dest.extension:
-            self.tell(RingEnded, call, at, dest.extension, outcome)
+            self.out.append(
+                RingEnded(at, call.record(at), dest.extension, outcome, phase=call.phase)
+            )
         if outcome == "answered" and call.answered_at is not None:
             if dest.extension and self._dialed_by_caller(leg):  # a blind transfer's target
-                self.tell(Answered, call, at, dest.extension)
+                self.out.append(Answered(at, call.record(at), dest.extension, phase=call.phase))
         elif outcome == "answered":
             self.mark_answered(call, dest, at)
 
@@ -261,8 +268,10 @@ class Engine:
         if leg is not None and leg.ringing:  # answered while we were not looking
             leg.outcome = "answered"
             if leg.announced and by.extension:
-                self.tell(RingEnded, call, at, by.extension, "answered")
-        self.tell(Answered, call, at, call.answered_by)
+                self.out.append(
+                    RingEnded(at, call.record(at), by.extension, "answered", phase=call.phase)
+                )
+        self.out.append(Answered(at, call.record(at), call.answered_by, phase=call.phase))
 
     def merge(self, keep: Call, gone: Call, at: float) -> Call:
         """Two calls met (shared bridge, transfer, pickup): the older one absorbs the other.
@@ -285,10 +294,10 @@ class Engine:
             if leg.ringing and leg.announced and leg.dest.extension
         ]
         for ext in moving:
-            self.tell(RingEnded, gone, at, ext, "unknown")
+            self.out.append(RingEnded(at, gone.record(at), ext, "unknown", phase=gone.phase))
         gone.ended_at = at
         self._move(gone, "ended")
-        self.tell(CallEnded, gone, at)
+        self.out.append(CallEnded(at, gone.record(at), phase=gone.phase))
         for uid, channel in gone.channels.items():
             channel.call = keep
             keep.channels[uid] = channel
@@ -308,7 +317,7 @@ class Engine:
         self.remember(gone.call_id)
         self.settle(keep)
         for ext in moving:
-            self.tell(Ringing, keep, at, ext)
+            self.out.append(Ringing(at, keep.record(at), ext, phase=keep.phase))
         return keep
 
     def remove_channel(self, channel: Channel, at: float) -> None:
@@ -393,7 +402,7 @@ class Engine:
         del self.calls[call.call_id]
         self.remember(call.call_id)
         self._move(call, "ended")
-        self.tell(CallEnded, call, at)
+        self.out.append(CallEnded(at, call.record(at), phase=call.phase))
 
     def answer_from_cdr(
         self, call: Call, extension: str | None, answered_at: float, at: float
@@ -405,11 +414,11 @@ class Engine:
         self._move(call, "answered")
         if extension is not None and extension not in call.rung:
             call.rung.append(extension)
-        self.tell(Answered, call, at, extension)
+        self.out.append(Answered(at, call.record(at), extension, phase=call.phase))
 
     def changed(self, call: Call, at: float) -> None:
         """The call's record changed in a way no other update tells: say so (`Changed`)."""
-        self.tell(Changed, call, at)
+        self.out.append(Changed(at, call.record(at), phase=call.phase))
 
     def learn_trunk(self, endpoint: str) -> None:
         """`endpoint` is a trunk: its channels are, whatever context they are in later."""

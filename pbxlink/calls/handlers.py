@@ -233,7 +233,7 @@ def on_blind_transfer(t: Engine, msg: Mapping[str, str], at: float) -> None:
         return
     call.last_at = at
     call.transferred_to.append(target)
-    t.tell(Transferred, call, at, target, "blind")
+    t.out.append(Transferred(at, call.record(at), target, "blind", phase=call.phase))
 
 
 def on_attended_transfer(t: Engine, msg: Mapping[str, str], at: float) -> None:
@@ -252,7 +252,7 @@ def on_attended_transfer(t: Engine, msg: Mapping[str, str], at: float) -> None:
     )
     if target:
         call.transferred_to.append(target)
-        t.tell(Transferred, call, at, target, "attended")
+        t.out.append(Transferred(at, call.record(at), target, "attended", phase=call.phase))
 
 
 def _phone_behind(t: Engine, uniqueid: str) -> str | None:

@@ -111,8 +111,10 @@ class Call:
 
     def waiting_phase(self) -> Phase:
         """The phase of an unanswered call in progress: its legs and the queue say it."""
-        if any(leg.ringing and leg.dest is not self.caller for leg in self.legs.values()):
-            return "ringing"
+        caller = self.caller
+        for leg in self.legs.values():  # a plain loop: this runs at every leg change
+            if leg.outcome is None and leg.dest is not caller:  # ringing, to another
+                return "ringing"
         return "queued" if self.in_queue else "dialplan"
 
     @property
